@@ -1,0 +1,487 @@
+"""The round loop: render memory → generate a clip → SLAM → fuse the static part → checkpoint.
+
+Read :meth:`RoundLoop.run_round` top to bottom to see one round. Everything a round produces is
+committed atomically to the run directory (see :mod:`spatia_py.rundir`), so an interrupted run
+resumes from its last complete round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from spatia_py.conditioning import MemoryRenderer, ReferenceIndex, render_conditioning
+from spatia_py.config import ConfigError, RunConfig, config_from_dict, config_to_dict, validate_config
+from spatia_py.geometry import Camera, CameraPath, GeometryError, build_path
+from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory
+from spatia_py.rundir import RoundRecord, RunDir, RunDirError, atomic_write_json, atomic_write_text
+from spatia_py.types import Clip, GenerationRequest, SlamResult
+
+__all__ = ["PipelineError", "RoundLoop", "build_commanded_path", "make_generator", "oracle_slam",
+           "compute_metrics", "run", "summary_line", "load_run_config"]
+
+log = logging.getLogger("spatia")
+
+
+class PipelineError(RuntimeError):
+    """The loop cannot proceed (bad setup, inconsistent run directory); the message says why."""
+
+
+def build_commanded_path(cfg: RunConfig) -> CameraPath:
+    """The whole commanded camera path of a run (``path.laps`` repetitions of one lap)."""
+    p = cfg.path
+    try:
+        lap = build_path(p.kind, p.n_frames, p.width, p.height, p.fov_x_deg, p.fps, dict(p.params))
+    except GeometryError as e:
+        raise ConfigError(f"path: {e}") from None
+    sizes = {(c.width, c.height) for c in lap.cameras}
+    if len(sizes) != 1:
+        raise ConfigError(f"path: all cameras must share one image size, got {sorted(sizes)}")
+    return CameraPath(lap.cameras * p.laps, lap.fps)
+
+
+def load_run_config(rd: RunDir) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    try:
+        return config_from_dict(RunConfig, yaml.safe_load(rd.config_path.read_text()), str(rd.config_path))
+    except (ConfigError, yaml.YAMLError, OSError) as e:
+        raise PipelineError(f"the config saved in {rd.config_path} is unreadable: {e}") from None
+
+
+def segments(n_frames: int, per_round: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` frame ranges of the rounds; a 1-frame remainder joins the last round."""
+    bounds = list(range(0, n_frames, per_round)) + [n_frames]
+    segs = list(zip(bounds[:-1], bounds[1:]))
+    if len(segs) > 1 and segs[-1][1] - segs[-1][0] < 2:
+        segs[-2] = (segs[-2][0], n_frames)
+        segs.pop()
+    return segs
+
+
+def make_generator(cfg: RunConfig):
+    """The configured :class:`~spatia_py.types.VideoGenerator`."""
+    if cfg.generator.backend == "procedural":
+        from spatia_py.generators.procedural import ProceduralGenerator
+
+        return ProceduralGenerator(cfg.generator.procedural, seed=cfg.seed)
+    raise ConfigError(f"unknown generator.backend {cfg.generator.backend!r}")
+
+
+def oracle_slam(clip: Clip, keyframe_stride: int = 2) -> SlamResult:
+    """The explicit upper bound ``slam: oracle``: poses, depth and dynamic masks from ground truth.
+
+    Never the default; metrics and logs say ``slam: oracle`` whenever it is used.
+    """
+    gt = clip.ground_truth
+    if gt is None:
+        raise PipelineError("slam: oracle needs a generator that returns ground truth (the procedural world); "
+                            "use slam.mode=visual for this backend")
+    n = len(clip.frames)
+    keyframes = sorted(set(range(0, n, keyframe_stride)) | {n - 1})
+    static = gt.static_depth if gt.static_depth is not None else gt.depth
+    depth = np.zeros_like(gt.depth, dtype=np.float32)
+    depth[keyframes] = np.where(gt.dynamic_masks[keyframes], 0.0, static[keyframes])
+    return SlamResult(
+        T_world_cam=gt.T_world_cam.copy(), tracked=np.ones(n, bool), tracking_quality=np.ones(n, np.float32),
+        keyframes=keyframes, depth=depth, depth_confidence=(depth > 0).astype(np.float32),
+        dynamic_masks=gt.dynamic_masks.copy(), timings_s={}, info={"mode": "oracle (ground truth)"},
+    )
+
+
+@dataclass
+class _RoundTimer:
+    timings: dict
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.timings[name] = timer.timings.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _T()
+
+
+class RoundLoop:
+    """Drives the rounds of one run into a run directory.
+
+    Args:
+        cfg: the resolved run config.
+        out: the run directory.
+        resume: continue an interrupted run in ``out`` (its saved config is used).
+        logger: optional Rerun logger (``spatia_py.rerun_log.RerunLogger``).
+        progress: show a progress bar.
+    """
+
+    def __init__(self, cfg: RunConfig | None, out: str | Path, *, resume: bool = False, logger=None,
+                 progress: bool = True):
+        self.run_dir = RunDir(out)
+        self.logger = logger
+        self.progress = progress
+        if resume:
+            cfg = self._config_for_resume(cfg)
+        elif cfg is None:
+            raise PipelineError("a config is needed to start a run (spatia run --config configs/demo.yaml)")
+        else:
+            self._check_fresh()
+        validate_config(cfg)
+        self.cfg = cfg
+        self.path = build_commanded_path(cfg)
+        self.segments = segments(len(self.path), cfg.frames_per_round)
+        self.records: list[RoundRecord] = []
+        self.memory = SpatialMemory(cfg.memory.voxel_size)
+        self.reference_index = ReferenceIndex()
+        self.memory_points: list[int] = []
+        self._generator = None
+        self._slam = None
+
+    # setup -------------------------------------------------------------------------------------
+    def _check_fresh(self) -> None:
+        rd = self.run_dir
+        if rd.exists() or rd.completed_rounds():
+            raise PipelineError(
+                f"{rd.root} already holds a run; pass --resume to continue it, or choose a new --out "
+                "(nothing was overwritten)"
+            )
+
+    def _config_for_resume(self, cfg: RunConfig | None) -> RunConfig:
+        rd = self.run_dir
+        if not rd.exists():
+            raise PipelineError(f"nothing to resume: {rd.config_path} not found (start the run without --resume)")
+        saved = load_run_config(rd)
+        if cfg is not None and config_to_dict(cfg) != config_to_dict(saved):
+            raise PipelineError(
+                f"--resume uses the config saved in {rd.config_path}; the given config/overrides differ from it. "
+                "Resume without --config/overrides, or start a new run with a new --out."
+            )
+        return saved
+
+    @property
+    def generator(self):
+        if self._generator is None:
+            self._generator = make_generator(self.cfg)
+        return self._generator
+
+    @property
+    def slam(self):
+        if self._slam is None and self.cfg.slam.mode == "visual":
+            from slam import VisualSlam
+
+            self._slam = VisualSlam(self.cfg.slam, self.cfg.memory.voxel_size)
+        return self._slam
+
+    def _restore(self) -> int:
+        """Load completed rounds of an interrupted run; returns the next round index."""
+        rd = self.run_dir
+        removed = rd.clean_incomplete()
+        if removed:
+            log.info("resume: removed leftovers of an interrupted round: %s", ", ".join(p.name for p in removed))
+        done = rd.completed_rounds()
+        for i in done:
+            self.records.append(rd.read_round(i))
+            self.memory_points.append(int(rd.read_round_meta(i)["memory_stats"].get("points", 0)))
+            vis = rd.round_dir(i) / "visibility.npz"
+            if vis.is_file():
+                z = np.load(vis)
+                self.reference_index.add_arrays(dict(z), self._estimated_cameras())
+        if done:
+            self.memory = SpatialMemory.load(rd.memory_version_path(done[-1]))
+            log.info("resume: %d completed round(s) restored from %s", len(done), rd.root)
+        return len(done)
+
+    # helpers -----------------------------------------------------------------------------------
+    def _estimated_cameras(self) -> dict[int, Camera]:
+        out = {}
+        for rec in self.records:
+            for k, cam in enumerate(rec.cameras):
+                out[rec.frame_offset + k] = cam.with_pose(rec.slam.T_world_cam[k])
+        return out
+
+    def _frame(self, frame_index: int) -> np.ndarray:
+        for rec in self.records:
+            if rec.frame_offset <= frame_index < rec.frame_offset + rec.n_frames:
+                return rec.frames[frame_index - rec.frame_offset]
+        raise KeyError(frame_index)
+
+    def _history(self) -> np.ndarray | None:
+        k = self.cfg.generator.history_frames
+        if k <= 0 or not self.records:
+            return None
+        frames = np.concatenate([r.frames for r in self.records[-2:]])
+        return frames[-k:]
+
+    # one round ---------------------------------------------------------------------------------
+    def run_round(self, r: int, start: int, stop: int) -> RoundRecord:
+        cfg = self.cfg
+        cams = self.path.cameras[start:stop]
+        timings: dict[str, float] = {}
+        timer = _RoundTimer(timings)
+
+        # 1. Render the memory along the segment (conditioning + reference frames).
+        conditioning = None
+        renderer = None
+        with timer("render"):
+            if cfg.memory.enabled and len(self.memory):
+                renderer = MemoryRenderer(self.memory, radius_scale=cfg.render.radius_scale,
+                                          max_radius_px=cfg.render.max_radius_px,
+                                          min_confidence=cfg.memory.min_confidence)
+                history = set(range(max(0, start - cfg.generator.history_frames), start))
+                conditioning = render_conditioning(
+                    renderer, cams, reference_index=self.reference_index,
+                    n_reference_frames=cfg.render.n_reference_frames, frames_by_index=self._frame,
+                    estimated_cameras=self._estimated_cameras(), exclude=history)
+
+        # 2. Generate the clip.
+        with timer("generate"):
+            request = GenerationRequest(cameras=cams, conditioning=conditioning, history_frames=self._history(),
+                                        prompt=cfg.prompt, seed=cfg.seed, round_index=r, frame_offset=start,
+                                        fps=self.path.fps)
+            clip = self.generator.generate(request)
+        if clip.frames.shape[0] != len(cams):
+            raise PipelineError(f"generator returned {clip.frames.shape[0]} frames for {len(cams)} cameras")
+
+        # 3. SLAM: poses, depth and dynamic masks from the pixels (or the explicit oracle).
+        with timer("slam"):
+            if cfg.slam.mode == "oracle":
+                result = oracle_slam(clip)
+            else:
+                depth = None
+                if cfg.slam.depth_source == "generator":
+                    if clip.depth is None:
+                        raise PipelineError("slam.depth_source=generator, but the generator returned no depth; "
+                                            "use slam.depth_source=pixels")
+                    depth = clip.depth
+                result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth)
+        n_untracked = int((~result.tracked).sum())
+        if n_untracked:
+            log.warning("round %d: %d of %d frames could not be tracked and are not fused (%s)", r, n_untracked,
+                        len(cams), result.info.get("failures", "see slam.json"))
+
+        # 4. Fuse the static part into the memory (the same fusion for visual and oracle SLAM).
+        previous = self.memory.copy() if self.logger is not None else None
+        with timer("fuse"):
+            from slam.fusion import fuse_clip
+
+            fuse_stats = fuse_clip(self.memory, clip.frames, result, cams, r, cfg.slam)
+
+        # Index the frames of this round by the memory voxels they see (reference retrieval later).
+        with timer("render"):
+            after = MemoryRenderer(self.memory, radius_scale=cfg.render.radius_scale,
+                                   max_radius_px=cfg.render.max_radius_px)
+            vis_index = ReferenceIndex()
+            for k in result.keyframes:
+                if result.tracked[k]:
+                    cam = cams[k].with_pose(result.T_world_cam[k])
+                    vis_index.add(start + k, cam, after.visible_keys(cam))
+            self.reference_index.entries.extend(vis_index.entries)
+
+        stats = {"points": len(self.memory), **{k: int(v) for k, v in fuse_stats.items()}}
+        rec = RoundRecord(round_index=r, frame_offset=start, cameras=cams, frames=clip.frames,
+                          conditioning=conditioning, slam=result, slam_mode=cfg.slam.mode,
+                          ground_truth=clip.ground_truth if cfg.eval.ground_truth_metrics else None,
+                          timings_s=timings, memory_stats=stats)
+
+        # 5. Checkpoint: memory version first, then the round folder rename commits the round.
+        self.memory.save(self.run_dir.memory_version_path(r))
+        final = self.run_dir.write_round(rec, fps=self.path.fps)
+        np.savez(final / "visibility.npz", **vis_index.to_arrays())
+        self.records.append(rec)
+        self.memory_points.append(len(self.memory))
+        self._write_cameras()
+        if self.logger is not None:
+            self.logger.log_round(rec, self.memory, previous, None)
+        return rec
+
+    def _write_cameras(self) -> None:
+        entries = []
+        for rec in self.records:
+            kf = set(rec.slam.keyframes)
+            for k, cam in enumerate(rec.cameras):
+                d = cam.to_dict()
+                d["T_world_cam_estimated"] = rec.slam.T_world_cam[k].tolist()
+                d["round"] = rec.round_index
+                d["frame"] = rec.frame_offset + k
+                d["tracked"] = bool(rec.slam.tracked[k])
+                d["tracking_quality"] = float(rec.slam.tracking_quality[k])
+                d["keyframe"] = k in kf
+                entries.append(d)
+        atomic_write_json(self.run_dir.cameras_path, {"fps": self.path.fps, "slam": self.cfg.slam.mode,
+                                                      "cameras": entries})
+
+    # whole run ---------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run (or resume) all rounds, then write walkthrough, final memory and metrics."""
+        rd = self.run_dir
+        rd.prepare()
+        first = self._restore() if rd.exists() else 0
+        if not rd.exists():
+            atomic_write_text(rd.config_path, yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+        if self.cfg.slam.mode == "oracle":
+            log.warning("slam: oracle — poses, depth and masks are read from the generator's ground truth "
+                        "(an upper bound, not a measurement)")
+        if self.cfg.generator.backend == "procedural":
+            log.info("generator: procedural stand-in world model (ray-cast scene, no weights)")
+        if self.logger is not None:
+            self.logger.log_setup(self.path, config_to_dict(self.cfg))
+            for rec in self.records:
+                self.logger.log_round(rec, self.memory, None, None)
+
+        todo = self.segments[first:]
+        bar = None
+        if self.progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self.segments), initial=first, unit="round", desc=f"{self.cfg.name}",
+                       dynamic_ncols=True)
+        try:
+            for r, (start, stop) in enumerate(self.segments[first:], start=first):
+                rec = self.run_round(r, start, stop)
+                if bar is not None:
+                    t = rec.timings_s
+                    bar.set_postfix_str(f"mem {len(self.memory) / 1e6:.2f}M pts | render {t.get('render', 0):.1f}s "
+                                        f"gen {t.get('generate', 0):.1f}s slam {t.get('slam', 0):.1f}s "
+                                        f"fuse {t.get('fuse', 0):.1f}s")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        from render.video import write_video
+
+        rd = self.run_dir
+        frames = np.concatenate([r.frames for r in self.records])
+        write_video(rd.root / "walkthrough.mp4", frames, self.path.fps)
+        self.memory.export_ply(rd.root / "memory.ply")
+        metrics = compute_metrics(self.records, self.memory, self.cfg, self.memory_points)
+        atomic_write_json(rd.metrics_path, metrics)
+        if self.logger is not None:
+            self.logger.log_final(metrics)
+        return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+
+
+def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunConfig,
+                    memory_points: list[int]) -> dict:
+    """The ``metrics.json`` of a run (keys are a contract, see DESIGN.md and the README)."""
+    from spatia_py import metrics as M
+
+    n_frames = int(sum(r.n_frames for r in records))
+    stages = ("render", "generate", "slam", "fuse")
+    timings = {s: [float(r.timings_s.get(s, 0.0)) for r in records] for s in stages}
+    slam_stage: dict[str, float] = {}
+    for r in records:
+        for k, v in r.slam.timings_s.items():
+            slam_stage[k] = slam_stage.get(k, 0.0) + float(v)
+    tracked = np.concatenate([r.slam.tracked for r in records])
+    out = {
+        "slam": cfg.slam.mode,
+        "memory": bool(cfg.memory.enabled),
+        "generator": cfg.generator.backend + (" (procedural stand-in world model)"
+                                              if cfg.generator.backend == "procedural" else ""),
+        "frames": n_frames,
+        "rounds": len(records),
+        "memory_points_per_round": [int(p) for p in memory_points],
+        "timings_s": timings,
+        "slam_fuse_ms_per_frame": 1000.0 * (sum(timings["slam"]) + sum(timings["fuse"])) / max(n_frames, 1),
+        "slam_stage_ms_per_frame": {k: 1000.0 * v / max(n_frames, 1) for k, v in slam_stage.items()},
+        "tracked_fraction": float(tracked.mean()) if len(tracked) else float("nan"),
+        "revisit_psnr_db": float("nan"),
+        "revisit_ssim": float("nan"),
+        "revisit_pairs": 0,
+    }
+    if cfg.path.laps > 1 and cfg.path.n_frames:
+        lap_ends = []
+        for r_i, rec in enumerate(records):
+            if (rec.frame_offset + rec.n_frames) % cfg.path.n_frames == 0:
+                lap_ends.append(memory_points[r_i])
+        if len(lap_ends) >= 2 and lap_ends[0] > 0:
+            out["memory_growth_after_first_lap"] = float(lap_ends[-1] / lap_ends[0] - 1.0)
+            out["memory_points_per_lap"] = lap_ends
+
+    gts = [r.ground_truth for r in records]
+    if not all(g is not None for g in gts) or not records:
+        return out
+    frames = np.concatenate([r.frames for r in records])
+    T_cmd = np.concatenate([np.stack([c.T_world_cam for c in r.cameras]) for r in records])
+    K = np.stack([c.K for r in records for c in r.cameras])
+    round_of = np.concatenate([np.full(r.n_frames, r.round_index) for r in records])
+    T_gt = np.concatenate([g.T_world_cam for g in gts])
+    T_est = np.concatenate([r.slam.T_world_cam for r in records])
+    static_depth = np.concatenate([g.static_depth if g.static_depth is not None else g.depth for g in gts])
+    dyn_gt = np.concatenate([g.dynamic_masks for g in gts])
+    dyn_est = np.concatenate([r.slam.dynamic_masks for r in records])
+
+    pairs = M.find_revisit_pairs(T_cmd, round_of, cfg.eval.revisit_max_translation_m,
+                                 cfg.eval.revisit_max_rotation_deg)
+    rev = M.revisit_consistency(frames, pairs, K, T_gt, static_depth, dyn_gt)
+    out["revisit_psnr_db"] = rev["psnr_db"]
+    out["revisit_ssim"] = rev["ssim"]
+    out["revisit_pairs"] = rev["pairs"]
+
+    path_len = float(np.linalg.norm(np.diff(T_gt[:, :3, 3], axis=0), axis=1).sum())
+    ate = M.ate_rmse(T_est, T_gt, tracked)
+    rot = M.rotation_errors_deg(T_est[tracked], T_gt[tracked])
+    out.update({
+        "ate_rmse_m": ate,
+        "path_length_m": path_len,
+        "ate_rmse_percent_of_path": 100.0 * ate / path_len if path_len > 0 else float("nan"),
+        "rot_err_median_deg": float(np.median(rot)) if len(rot) else float("nan"),
+        "rot_err_max_deg": float(np.max(rot)) if len(rot) else float("nan"),
+        "commanded_ate_rmse_m": M.ate_rmse(T_cmd, T_gt),
+    })
+    kf_est, kf_gt, kf_static = [], [], []
+    for r, g in zip(records, gts):
+        kfs = [k for k in r.slam.keyframes if r.slam.tracked[k]]
+        if not kfs:
+            continue
+        sd = g.static_depth if g.static_depth is not None else g.depth
+        kf_est.append(r.slam.depth[kfs])
+        kf_gt.append(sd[kfs])
+        kf_static.append(~g.dynamic_masks[kfs])
+    if kf_est:
+        de = M.depth_errors(np.concatenate(kf_est), np.concatenate(kf_gt), np.concatenate(kf_static))
+        out["depth_absrel_median"] = de["absrel_median"]
+        out["depth_coverage"] = de["coverage"]
+    actors = np.concatenate([g.actor_positions for g in gts])
+    radii = gts[0].actor_radii
+    observed = memory.xyz[memory.origin == ORIGIN_OBSERVED]
+    leak = M.dynamic_leak_fraction(observed, actors, radii, margin=0.0)
+    out["dynamic_leak_fraction"] = leak["fraction"]
+    out["dynamic_leak_points"] = leak["leaked"]
+    out["dynamic_mask_iou"] = M.mask_iou(dyn_est, dyn_gt)
+    return out
+
+
+def run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, logger=None,
+        progress: bool = True) -> dict:
+    """Run the round loop into ``out`` and return its metrics (the Python API of ``spatia run``)."""
+    return RoundLoop(cfg, out, resume=resume, logger=logger, progress=progress).run()
+
+
+def summary_line(metrics: dict, out: Path, seconds: float) -> str:
+    """The one-line summary printed at the end of ``spatia run``."""
+    parts = [f"{metrics['rounds']} rounds, {metrics['frames']} frames in {seconds:.1f}s",
+             f"memory {metrics['memory_points_per_round'][-1] if metrics['memory_points_per_round'] else 0:,} pts",
+             f"slam={metrics['slam']}"]
+    rp = metrics.get("revisit_psnr_db")
+    if isinstance(rp, float) and math.isfinite(rp):
+        parts.append(f"revisit PSNR {rp:.1f} dB")
+    if "ate_rmse_m" in metrics:
+        parts.append(f"ATE {100 * metrics['ate_rmse_m']:.2f} cm")
+    return f"spatia: {' | '.join(parts)} → {out}"
+

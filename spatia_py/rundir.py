@@ -1,0 +1,298 @@
+"""The run directory: the unit users inspect, edit, resume and export (DESIGN.md "Run directory").
+
+```
+RUN/
+  config.yaml                 resolved config
+  cameras.json                per frame: commanded T_world_cam, K, width, height, fps +
+                              T_world_cam_estimated, round, tracked, keyframe, tracking_quality
+  rounds/r000/                one committed round (written as rounds/.r000.tmp, then renamed)
+    round.json                round index, frame range, timings, memory stats, references, slam mode
+    clip.mp4                  generated frames (H.264, for viewing)
+    conditioning_rgb.mp4      rendered memory the generator was given
+    conditioning_validity.mp4
+    frames.npz                frames uint8 (N,H,W,3), lossless (metrics and resume read these)
+    conditioning.npz          rgb uint8 (N,H,W,3), depth float16 (N,H,W), validity float16 (N,H,W)
+    slam.json                 estimated T_world_cam, tracked, tracking_quality, keyframes, timings, info
+    slam.npz                  depth float16 (N,H,W) (0 = unknown), depth_confidence float16
+    masks.npz                 dynamic_masks bool (N,H,W)
+    ground_truth.npz          (procedural world only) T_world_cam, depth, static_depth, dynamic_masks,
+                              actor_positions, actor_radii — evaluation only
+  memory/v000.npz …           memory after each round (SpatialMemory.save)
+  memory/edits.jsonl          append-only edit log (empty until edits are made)
+  walkthrough.mp4             all generated frames
+  memory.ply                  final memory
+  metrics.json                see spatia_py.pipeline.compute_metrics
+  run.rrd                     Rerun recording (when enabled)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spatia_py.geometry import Camera
+from spatia_py.types import ConditioningMaps, GroundTruth, SlamResult
+
+__all__ = ["RunDirError", "RunDir", "RoundRecord", "atomic_write_text", "atomic_write_json"]
+
+
+class RunDirError(RuntimeError):
+    """A run directory is missing, unwritable or inconsistent."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _json_safe(o):
+    """Replace non-finite floats (JSON has none) with ``None`` / ``"inf"``."""
+    if isinstance(o, float):
+        if o != o:
+            return None
+        if o in (float("inf"), float("-inf")):
+            return "inf" if o > 0 else "-inf"
+        return o
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _json_safe(o.tolist())
+    if isinstance(o, np.floating):
+        return _json_safe(float(o))
+    return o
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=1, default=_json_default))
+
+
+@dataclass
+class RoundRecord:
+    """Everything one round produced (in memory; :class:`RunDir` reads and writes it)."""
+
+    round_index: int
+    frame_offset: int
+    cameras: list[Camera]
+    """Commanded cameras of the segment."""
+    frames: np.ndarray
+    """``uint8 (N, H, W, 3)``."""
+    conditioning: ConditioningMaps | None
+    slam: SlamResult
+    slam_mode: str
+    ground_truth: GroundTruth | None = None
+    timings_s: dict = field(default_factory=dict)
+    memory_stats: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+
+class RunDir:
+    """Paths and atomic reads/writes of a run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # paths -----------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def cameras_path(self) -> Path:
+        return self.root / "cameras.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.root / "memory"
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.root / "rounds"
+
+    def round_dir(self, i: int) -> Path:
+        return self.rounds_dir / f"r{i:03d}"
+
+    def memory_version_path(self, i: int) -> Path:
+        return self.memory_dir / f"v{i:03d}.npz"
+
+    # setup -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the folders, failing early with a clear error when the location is unwritable."""
+        try:
+            self.rounds_dir.mkdir(parents=True, exist_ok=True)
+            self.memory_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(
+                f"cannot write the run directory {self.root}: {e.strerror or e}. "
+                "Choose an --out folder you can write to."
+            ) from None
+        edits = self.memory_dir / "edits.jsonl"
+        if not edits.exists():
+            edits.touch()
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def completed_rounds(self) -> list[int]:
+        """Indices of committed rounds whose memory version also exists, in order, contiguous from 0."""
+        done = []
+        i = 0
+        while (self.round_dir(i) / "round.json").is_file() and self.memory_version_path(i).is_file():
+            done.append(i)
+            i += 1
+        return done
+
+    def clean_incomplete(self) -> list[Path]:
+        """Remove leftovers of an interrupted round (temp folders, rounds past the last complete one)."""
+        removed = []
+        done = set(self.completed_rounds())
+        if self.rounds_dir.is_dir():
+            for p in sorted(self.rounds_dir.iterdir()):
+                if p.name.startswith(".") or (p.name.startswith("r") and p.name[1:].isdigit()
+                                              and int(p.name[1:]) not in done):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+        if self.memory_dir.is_dir():
+            for p in sorted(self.memory_dir.glob("v*.npz")):
+                stem = p.stem[1:]
+                if stem.isdigit() and int(stem) not in done:
+                    p.unlink()
+                    removed.append(p)
+            for p in self.memory_dir.glob(".*"):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
+
+    # rounds ----------------------------------------------------------------------------------
+    def write_round(self, rec: RoundRecord, *, fps: float = 24.0, videos: bool = True) -> Path:
+        """Write a round to ``rounds/.rNNN.tmp`` and rename it into place (the commit point)."""
+        from render.video import write_video
+
+        final = self.round_dir(rec.round_index)
+        tmp = self.rounds_dir / f".r{rec.round_index:03d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez_compressed(tmp / "frames.npz", frames=rec.frames)
+        if rec.conditioning is not None:
+            c = rec.conditioning
+            np.savez_compressed(tmp / "conditioning.npz", rgb=c.rgb, depth=c.depth.astype(np.float16),
+                                validity=c.validity.astype(np.float16))
+        s = rec.slam
+        np.savez_compressed(tmp / "slam.npz", depth=s.depth.astype(np.float16),
+                            depth_confidence=s.depth_confidence.astype(np.float16))
+        np.savez_compressed(tmp / "masks.npz", dynamic_masks=s.dynamic_masks.astype(bool))
+        slam_json = {
+            "mode": rec.slam_mode,
+            "T_world_cam_estimated": s.T_world_cam,
+            "tracked": s.tracked,
+            "tracking_quality": s.tracking_quality,
+            "keyframes": list(map(int, s.keyframes)),
+            "timings_s": s.timings_s,
+            "info": s.info,
+        }
+        atomic_write_json(tmp / "slam.json", slam_json)
+        if rec.ground_truth is not None:
+            g = rec.ground_truth
+            np.savez_compressed(tmp / "ground_truth.npz", T_world_cam=g.T_world_cam, depth=g.depth,
+                                static_depth=g.static_depth if g.static_depth is not None else g.depth,
+                                dynamic_masks=g.dynamic_masks, actor_positions=g.actor_positions,
+                                actor_radii=g.actor_radii)
+        if videos:
+            write_video(tmp / "clip.mp4", rec.frames, fps)
+            if rec.conditioning is not None:
+                write_video(tmp / "conditioning_rgb.mp4", rec.conditioning.rgb, fps)
+                val = (np.clip(rec.conditioning.validity, 0, 1) * 255).astype(np.uint8)
+                write_video(tmp / "conditioning_validity.mp4", np.repeat(val[..., None], 3, -1), fps)
+        refs = [] if rec.conditioning is None else [
+            {"frame_index": r.frame_index, "overlap": r.overlap} for r in rec.conditioning.reference_frames]
+        atomic_write_json(tmp / "round.json", {
+            "round_index": rec.round_index,
+            "frame_offset": rec.frame_offset,
+            "n_frames": rec.n_frames,
+            "cameras": [c.to_dict() for c in rec.cameras],
+            "slam_mode": rec.slam_mode,
+            "timings_s": rec.timings_s,
+            "memory_stats": rec.memory_stats,
+            "reference_frames": refs,
+        })
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+
+    def read_round(self, i: int, *, with_frames: bool = True) -> RoundRecord:
+        """Load a committed round back (frames, conditioning, SLAM result, ground truth)."""
+        d = self.round_dir(i)
+        if not (d / "round.json").is_file():
+            raise RunDirError(f"round {i} of {self.root} is missing or incomplete ({d}/round.json not found)")
+        meta = json.loads((d / "round.json").read_text())
+        cams = [Camera.from_dict(c, f"{d}/round.json camera {k}") for k, c in enumerate(meta["cameras"])]
+        frames = np.load(d / "frames.npz")["frames"] if with_frames else np.zeros((meta["n_frames"], 0, 0, 3), np.uint8)
+        cond = None
+        if (d / "conditioning.npz").is_file():
+            z = np.load(d / "conditioning.npz")
+            cond = ConditioningMaps(z["rgb"], z["depth"].astype(np.float32), z["validity"].astype(np.float32))
+        sj = json.loads((d / "slam.json").read_text())
+        sz = np.load(d / "slam.npz")
+        masks = np.load(d / "masks.npz")["dynamic_masks"]
+        slam = SlamResult(
+            T_world_cam=np.asarray(sj["T_world_cam_estimated"], dtype=np.float64),
+            tracked=np.asarray(sj["tracked"], dtype=bool),
+            tracking_quality=np.asarray(sj["tracking_quality"], dtype=np.float32),
+            keyframes=list(sj["keyframes"]),
+            depth=sz["depth"].astype(np.float32),
+            depth_confidence=sz["depth_confidence"].astype(np.float32),
+            dynamic_masks=masks,
+            timings_s=sj.get("timings_s", {}),
+            info=sj.get("info", {}),
+        )
+        gt = None
+        if (d / "ground_truth.npz").is_file():
+            g = np.load(d / "ground_truth.npz")
+            gt = GroundTruth(g["T_world_cam"], g["depth"], g["dynamic_masks"], g["actor_positions"],
+                             g["actor_radii"], g["static_depth"])
+        return RoundRecord(round_index=meta["round_index"], frame_offset=meta["frame_offset"], cameras=cams,
+                           frames=frames, conditioning=cond, slam=slam, slam_mode=meta["slam_mode"],
+                           ground_truth=gt, timings_s=meta.get("timings_s", {}),
+                           memory_stats=meta.get("memory_stats", {}))
+
+    def read_round_meta(self, i: int) -> dict:
+        return json.loads((self.round_dir(i) / "round.json").read_text())

@@ -1,0 +1,127 @@
+"""The round loop end to end at tiny resolution (like nerfstudio's 2-iteration train test)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spatia_py.cli import main
+from spatia_py.config import load_config
+from spatia_py.memory import SpatialMemory
+from spatia_py.pipeline import PipelineError, RoundLoop
+from spatia_py.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["path.width=128", "path.height=80", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
+        "generator.procedural.n_actors=1"]
+
+METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_ssim", "memory_points_per_round", "timings_s",
+               "frames", "ate_rmse_m", "path_length_m", "rot_err_median_deg", "depth_absrel_median",
+               "depth_coverage", "dynamic_leak_fraction", "dynamic_mask_iou"}
+
+
+def tiny_config(*extra):
+    return load_config(ROOT / "configs" / "demo.yaml", TINY + list(extra))
+
+
+def check_run_dir(out: Path, n_rounds: int) -> dict:
+    for name in ("config.yaml", "cameras.json", "walkthrough.mp4", "memory.ply", "metrics.json"):
+        assert (out / name).is_file(), name
+    for r in range(n_rounds):
+        d = out / "rounds" / f"r{r:03d}"
+        for name in ("round.json", "clip.mp4", "frames.npz", "slam.json", "masks.npz"):
+            assert (d / name).is_file(), f"{d}/{name}"
+        assert (out / "memory" / f"v{r:03d}.npz").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert len(metrics["memory_points_per_round"]) == n_rounds
+    assert all(len(v) == n_rounds for v in metrics["timings_s"].values())
+    cams = json.loads((out / "cameras.json").read_text())
+    assert len(cams["cameras"]) == metrics["frames"]
+    assert {"K", "width", "height", "T_world_cam", "T_world_cam_estimated", "round"} <= set(cams["cameras"][0])
+    return metrics
+
+
+def test_two_rounds_visual_slam(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(out), "--no-progress",
+                 *TINY]) == 0
+    m = check_run_dir(out, 2)
+    assert m["slam"] == "visual" and m["memory"] is True
+    assert m["memory_points_per_round"][0] > 0
+    assert m["memory_points_per_round"][1] >= m["memory_points_per_round"][0] * 0.9
+    mem = SpatialMemory.load(out / "memory" / "v001.npz")
+    assert len(mem) == m["memory_points_per_round"][1]
+    # The round-1 conditioning was rendered from memory.
+    cond = np.load(out / "rounds" / "r001" / "conditioning.npz")
+    assert cond["validity"].astype(np.float32).mean() > 0.05
+
+
+def test_oracle_and_memory_off_are_labelled(tmp_path):
+    m = RoundLoop(tiny_config("slam=oracle", "memory=off"), tmp_path / "o", progress=False).run()
+    assert m["slam"] == "oracle" and m["memory"] is False
+    assert not (tmp_path / "o" / "rounds" / "r001" / "conditioning.npz").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    RoundLoop(tiny_config("slam=oracle"), out, progress=False).run()
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(PipelineError, match="already holds a run"):
+        RoundLoop(tiny_config("slam=oracle"), out, progress=False)
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_resume_after_interruption_mid_round(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = tiny_config("slam=oracle", "path.n_frames=24")  # 3 rounds
+    loop = RoundLoop(cfg, out, progress=False)
+    real_fuse = __import__("slam.fusion", fromlist=["fuse_clip"]).fuse_clip
+    calls = {"n": 0}
+
+    def dying_fuse(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed in the middle of round 1
+            raise KeyboardInterrupt
+        return real_fuse(*a, **k)
+
+    monkeypatch.setattr("slam.fusion.fuse_clip", dying_fuse)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    rd = RunDir(out)
+    assert rd.completed_rounds() == [0]
+    r0 = (out / "rounds" / "r000" / "frames.npz").read_bytes()
+    # Leftovers of the interrupted round, as a kill would leave them.
+    (out / "rounds" / ".r001.tmp").mkdir()
+    monkeypatch.setattr("slam.fusion.fuse_clip", real_fuse)
+    m = RoundLoop(None, out, resume=True, progress=False).run()
+    assert rd.completed_rounds() == [0, 1, 2]
+    assert (out / "rounds" / "r000" / "frames.npz").read_bytes() == r0
+    assert not (out / "rounds" / ".r001.tmp").exists()
+    assert m["frames"] == 24
+    # An uninterrupted run gives the same frames: resuming loses nothing and changes nothing.
+    ref = RoundLoop(cfg, tmp_path / "ref", progress=False).run()
+    a = np.load(out / "rounds" / "r002" / "frames.npz")["frames"]
+    b = np.load(tmp_path / "ref" / "rounds" / "r002" / "frames.npz")["frames"]
+    np.testing.assert_array_equal(a, b)
+    assert ref["memory_points_per_round"] == m["memory_points_per_round"]
+
+
+def test_render_command(tmp_path):
+    out = tmp_path / "run"
+    RoundLoop(tiny_config("slam=oracle"), out, progress=False).run()
+    from spatia_py.geometry import orbit_path, save_path
+
+    save_path(orbit_path([0, 0, 1.2], 1.5, 1.4, 3, width=64, height_px=40, degrees=30), tmp_path / "p.json")
+    assert main(["render", str(out), "--path", str(tmp_path / "p.json"), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    for i in range(3):
+        assert (tmp_path / "r" / "rgb" / f"{i:04d}.png").is_file()
+        assert (tmp_path / "r" / "validity" / f"{i:04d}.png").is_file()
+        d = np.load(tmp_path / "r" / "depth" / f"{i:04d}.npy")
+        assert d.dtype == np.float32 and d.shape == (40, 64) and (d > 0).mean() > 0.2
+    assert (tmp_path / "r" / "render.mp4").is_file()
+    # A second render into the same folder is refused, nothing overwritten.
+    assert main(["render", str(out), "--path", str(tmp_path / "p.json"), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
