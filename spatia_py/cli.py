@@ -95,8 +95,13 @@ def cmd_run(args) -> int:
 
         if args.rerun is not None:
             _check_writable_parent(args.rerun)
-        logger = RerunLogger(save_path=args.rerun, connect_addr=args.rerun_connect,
-                             recording_name=args.out.name)
+        from spatia_py.rerun_log import RerunLogError
+
+        try:
+            logger = RerunLogger(save_path=args.rerun, connect_addr=args.rerun_connect,
+                                 recording_name=args.out.name)
+        except RerunLogError as e:
+            raise CliError(str(e)) from None
     t0 = time.perf_counter()
     loop = RoundLoop(cfg, args.out, resume=args.resume, logger=logger, progress=not args.no_progress)
     try:

@@ -332,8 +332,11 @@ class RoundLoop:
             log.info("generator: procedural stand-in world model (ray-cast scene, no weights)")
         if self.logger is not None:
             self.logger.log_setup(self.path, config_to_dict(self.cfg))
-            for rec in self.records:
-                self.logger.log_round(rec, self.memory, None, None)
+            previous = None
+            for rec in self.records:  # restored rounds, each with its own memory version
+                mem = SpatialMemory.load(self.run_dir.memory_version_path(rec.round_index))
+                self.logger.log_round(rec, mem, previous, None)
+                previous = mem
 
         todo = self.segments[first:]
         bar = None

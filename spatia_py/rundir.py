@@ -204,8 +204,6 @@ class RunDir:
     # rounds ----------------------------------------------------------------------------------
     def write_round(self, rec: RoundRecord, *, fps: float = 24.0, videos: bool = True) -> Path:
         """Write a round to ``rounds/.rNNN.tmp`` and rename it into place (the commit point)."""
-        from render.video import write_video
-
         final = self.round_dir(rec.round_index)
         tmp = self.rounds_dir / f".r{rec.round_index:03d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -236,6 +234,8 @@ class RunDir:
                                 dynamic_masks=g.dynamic_masks, actor_positions=g.actor_positions,
                                 actor_radii=g.actor_radii)
         if videos:
+            from render.video import write_video
+
             write_video(tmp / "clip.mp4", rec.frames, fps)
             if rec.conditioning is not None:
                 write_video(tmp / "conditioning_rgb.mp4", rec.conditioning.rgb, fps)
