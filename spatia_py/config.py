@@ -71,7 +71,12 @@ class ProceduralConfig:
     validity_threshold: float = 0.5
     """Conditioning pixels with validity above this are followed; the rest is re-sampled."""
     forget_layout: bool = False
-    """Also re-sample furniture placement where the conditioning does not cover it."""
+    """Also re-sample furniture placement where the conditioning does not cover it: each movable
+    piece has a few seeded placements (within 0.3 m / 15 degrees); it keeps the one the
+    conditioning depth shows, else takes a random one per call that hides nothing covered."""
+    torch_threads: int = 1
+    """Intra-op torch threads while ray-casting (restored afterwards; 0 leaves torch's setting).
+    1 is fastest for its many small ops and immune to CPU oversubscription on shared machines."""
 
 
 @dataclass
