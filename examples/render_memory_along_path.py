@@ -33,7 +33,7 @@ def main() -> None:
 
     path = orbit_path([0, 0, 1.2], 1.2, 1.6, args.frames, width=512, height_px=320, degrees=360)
     save_path(path, out / "path.json")  # reusable: spatia render RUN --path out/path.json --out DIR
-    renderer = MemoryRenderer(memory, radius_scale=0.75, max_radius_px=3)
+    renderer = MemoryRenderer(memory, radius_scale=0.5, max_radius_px=3)
     rgb, depth = [], []
     for cam in path:
         o = renderer.render(cam)

@@ -23,7 +23,7 @@ __all__ = ["MemoryRenderer", "ReferenceIndex", "render_conditioning"]
 class MemoryRenderer:
     """Renders one memory state from many cameras, converting its arrays to torch once."""
 
-    def __init__(self, memory: SpatialMemory, *, radius_scale: float = 0.75, max_radius_px: int = 3,
+    def __init__(self, memory: SpatialMemory, *, radius_scale: float = 0.5, max_radius_px: int = 3,
                  min_confidence: float = 0.0):
         import torch
 

@@ -100,7 +100,7 @@ class MemoryConfig:
 
 @dataclass
 class RenderConfig:
-    radius_scale: float = 0.75
+    radius_scale: float = 0.5
     """World-space splat radius as a multiple of the voxel size."""
     max_radius_px: int = 3
     """Largest splat half-size in pixels (keeps close-up points from flooding the image)."""
