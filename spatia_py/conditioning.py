@@ -2,9 +2,10 @@
 
 The memory is rendered along the segment's commanded cameras (rgb, depth, validity and the
 point-id buffer). Past frames are retrieved like Context-as-Memory retrieves them by field-of-view
-overlap, but on the memory itself: every indexed past frame stores the voxel keys it saw (from
-the same point-id buffers), and a candidate's overlap is the fraction of the segment's visible
-voxels it also saw.
+overlap, but on the memory itself: every indexed past frame stores the cells it saw (memory voxel
+keys from the same point-id buffers, coarsened to cells of ``CELL_VOXELS``^3 voxels so that two
+views of one surface agree even where different points of it win the z-test), and a candidate's
+overlap is the fraction of the segment's visible cells it also saw.
 """
 
 from __future__ import annotations
@@ -14,10 +15,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spatia_py.geometry import Camera
-from spatia_py.memory import SpatialMemory
+from spatia_py.memory import SpatialMemory, pack_voxel_coords, unpack_voxel_keys
 from spatia_py.types import ConditioningMaps, ReferenceFrame
 
-__all__ = ["MemoryRenderer", "ReferenceIndex", "render_conditioning"]
+__all__ = ["MemoryRenderer", "ReferenceIndex", "render_conditioning", "visibility_cells", "CELL_VOXELS"]
+
+CELL_VOXELS = 4
+"""Edge of a visibility cell in voxels."""
+
+
+def visibility_cells(memory: SpatialMemory, point_ids: np.ndarray) -> np.ndarray:
+    """Sorted unique visibility-cell keys of the memory points ``point_ids`` (any shape, -1 = none)."""
+    ids = np.asarray(point_ids).ravel()
+    ids = ids[ids >= 0]
+    if ids.size == 0:
+        return np.zeros(0, np.int64)
+    ijk = unpack_voxel_keys(memory.keys[ids]) // CELL_VOXELS
+    return np.unique(pack_voxel_coords(ijk))
 
 
 class MemoryRenderer:
@@ -57,10 +71,8 @@ class MemoryRenderer:
                 "point_ids": ids}
 
     def visible_keys(self, camera: Camera) -> np.ndarray:
-        """Sorted unique voxel keys of the memory points visible (winning a pixel) in ``camera``."""
-        ids = self.render(camera)["point_ids"]
-        ids = ids[ids >= 0]
-        return np.unique(self.memory.keys[ids])
+        """Sorted unique visibility cells (:func:`visibility_cells`) of the memory seen in ``camera``."""
+        return visibility_cells(self.memory, self.render(camera)["point_ids"])
 
 
 @dataclass
@@ -72,7 +84,7 @@ class _Entry:
 
 @dataclass
 class ReferenceIndex:
-    """Past frames indexed by the memory voxels they saw, for retrieval by overlap.
+    """Past frames indexed by the memory cells they saw, for retrieval by overlap.
 
     Only a bounded number of candidates nearest the segment are scored, so retrieval cost does
     not grow with the length of the history.
@@ -113,10 +125,21 @@ class ReferenceIndex:
             cands = [cands[i] for i in np.argsort(d)[: self.max_candidates]]
         scored = []
         for e in cands:
-            inter = np.intersect1d(segment_keys, e.keys, assume_unique=True).size
-            scored.append((inter / len(segment_keys), e.frame_index))
+            scored.append((_count_common(segment_keys, e.keys) / len(segment_keys), e.frame_index))
         scored.sort(key=lambda t: (-t[0], t[1]))
         return [(fi, float(ov)) for ov, fi in scored[:k] if ov > 0]
+
+
+def _count_common(sorted_a: np.ndarray, sorted_b: np.ndarray) -> int:
+    """Number of common values of two sorted unique int arrays: binary search of the smaller in
+    the larger, O(m log n) without the re-sort ``np.intersect1d`` does on every call."""
+    if len(sorted_a) > len(sorted_b):
+        sorted_a, sorted_b = sorted_b, sorted_a
+    if len(sorted_a) == 0:
+        return 0
+    pos = np.searchsorted(sorted_b, sorted_a)
+    pos[pos == len(sorted_b)] = 0
+    return int(np.count_nonzero(sorted_b[pos] == sorted_a))
 
 
 def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
@@ -137,8 +160,7 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
     outs = [renderer.render(c) for c in cameras]
     refs: list[ReferenceFrame] = []
     if reference_index is not None and n_reference_frames > 0 and frames_by_index is not None:
-        ids = np.concatenate([o["point_ids"][o["point_ids"] >= 0] for o in outs])
-        seg_keys = np.unique(renderer.memory.keys[ids]) if ids.size else np.zeros(0, np.int64)
+        seg_keys = visibility_cells(renderer.memory, np.concatenate([o["point_ids"].ravel() for o in outs]))
         for fi, ov in reference_index.retrieve(seg_keys, cameras, n_reference_frames, exclude):
             cam = (estimated_cameras or {}).get(fi)
             if cam is None:
