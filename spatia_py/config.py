@@ -70,6 +70,9 @@ class ProceduralConfig:
     """Std of pixel noise in 0-255 intensity levels."""
     validity_threshold: float = 0.5
     """Conditioning pixels with validity above this are followed; the rest is re-sampled."""
+    follow_depth_rel_tol: float = 0.08
+    """Conditioning is followed where its depth agrees with the scene within this fraction (+3 cm):
+    an occlusion test, loose enough that memory depth a few percent off is still followed."""
     forget_layout: bool = False
     """Also re-sample furniture placement where the conditioning does not cover it: each movable
     piece has a few seeded placements (within 0.3 m / 15 degrees); it keeps the one the

@@ -109,6 +109,7 @@ _AA_MIN_M = 0.015
 _EPS_T = 1e-4
 _DEPTH_REL_TOL = 0.03
 _DEPTH_ABS_TOL_M = 0.02
+_FOLLOW_ABS_TOL_M = 0.03
 
 _LIGHT_KEY = np.array([0.35, 0.55, 0.76]) / np.linalg.norm([0.35, 0.55, 0.76])
 _LIGHT_FILL = np.array([-0.6, -0.3, 0.2]) / np.linalg.norm([-0.6, -0.3, 0.2])
@@ -1248,11 +1249,14 @@ class ProceduralGenerator:
 
         Each static hit point is projected into the commanded camera, where the conditioning was
         rendered; its four bilinear taps count where validity is above the threshold and the
-        conditioning depth agrees with the point's depth there (3 % + 2 cm). A pixel follows the
+        conditioning depth agrees with the point's depth there (``follow_depth_rel_tol`` + 3 cm:
+        an occlusion test — a video model keeps what the memory shows even where the memory's
+        geometry is a little off, but not a surface the memory puts far in front or behind). A pixel follows the
         conditioning when agreeing taps carry more than half the weight; its colour is their
         weighted mean (depth-aware bilinear: no bleeding across depth edges).
         """
         thr = float(self.cfg.validity_threshold)
+        rel_tol = float(self.cfg.follow_depth_rel_tol)
         H, W = depth_c.shape
         rgb_flat = torch.from_numpy(np.ascontiguousarray(np.moveaxis(rgb_c, -1, 0))).reshape(3, -1).float() / 255.0
         depth_flat = torch.from_numpy(np.ascontiguousarray(depth_c, dtype=np.float32)).reshape(-1)
@@ -1280,7 +1284,7 @@ class ProceduralGenerator:
             iu1, iv1 = (iu0 + 1).clamp_(max=W - 1), (iv0 + 1).clamp_(max=H - 1)
             iu0.clamp_(min=0)
             iv0.clamp_(min=0)
-            tol = _DEPTH_REL_TOL * z + _DEPTH_ABS_TOL_M
+            tol = rel_tol * z + _FOLLOW_ABS_TOL_M
             wsum = torch.zeros_like(z)
             acc = torch.zeros((3,) + z.shape)
             for iv, iu, w in (
