@@ -13,7 +13,8 @@ from spatia_py.pipeline import PipelineError, RoundLoop
 from spatia_py.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["path.width=128", "path.height=80", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
+# Visual SLAM needs some resolution to find features: 320x200 is the smallest that tracks reliably.
+TINY = ["path.width=320", "path.height=200", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
         "generator.procedural.n_actors=1"]
 
 METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_ssim", "memory_points_per_round", "timings_s",
@@ -50,7 +51,8 @@ def test_two_rounds_visual_slam(tmp_path):
     m = check_run_dir(out, 2)
     assert m["slam"] == "visual" and m["memory"] is True
     assert m["memory_points_per_round"][0] > 0
-    assert m["memory_points_per_round"][1] >= m["memory_points_per_round"][0] * 0.9
+    assert m["tracked_fraction"] > 0.7
+    assert m["ate_rmse_m"] < 0.05
     mem = SpatialMemory.load(out / "memory" / "v001.npz")
     assert len(mem) == m["memory_points_per_round"][1]
     # The round-1 conditioning was rendered from memory.
