@@ -1,0 +1,21 @@
+"""Visual SLAM from generated pixels: tracking, dense depth, dynamic masks and fusion (DESIGN.md, SLAM).
+
+Never reads ground truth and never imports generator internals. ``VisualSlam`` and ``fuse_clip``
+load lazily so that importing the config (``spatia_py.config`` does) stays free of torch/pycolmap.
+"""
+
+from slam.config import SlamConfig
+
+__all__ = ["SlamConfig", "VisualSlam", "fuse_clip"]
+
+
+def __getattr__(name: str):
+    if name == "VisualSlam":
+        from slam.visual_slam import VisualSlam
+
+        return VisualSlam
+    if name == "fuse_clip":
+        from slam.fusion import fuse_clip
+
+        return fuse_clip
+    raise AttributeError(f"module 'slam' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -14,3 +14,134 @@ class SlamConfig:
     """``pixels`` runs multi-view stereo; ``generator`` uses depth a backend hands over with its clip."""
     carve: bool = True
     """Remove memory points that new, confident observations see through (free-space carving)."""
+    torch_threads: int = 1
+    """Torch threads while SLAM runs (restored afterwards). One is faster on shared cores: measured
+    0.12 s CPU / 0.23 s wall per plane sweep with 1 thread vs 0.38 s / 0.63 s with 2 under load."""
+
+    # ---- tracking against the memory (dense photometric alignment) --------------------------
+    render_radius_scale: float = 0.5
+    """World-space splat radius of memory points, in voxels, when SLAM renders the memory as a
+    tracking template. Keep it equal to ``render.radius_scale``: the template must look like the
+    conditioning the generator followed (measured: 0.75 here against 0.5 there biases tracking by
+    ~2.5 cm / 0.45 deg on the procedural world, equal settings give ~2 mm / 0.03 deg)."""
+    render_max_radius_px: int = 3
+    """Largest splat half-size in pixels for the tracking template (match ``render.max_radius_px``)."""
+    track_levels: int = 3
+    """Pyramid levels of the direct alignment (full, 1/2, 1/4)."""
+    track_max_pixels: int = 15000
+    """Template pixels used per pyramid level (strongest gradients, evenly subsampled)."""
+    track_min_pixels: int = 1500
+    """A frame is tracked against the memory only if at least this many template pixels have
+    memory depth and gradient at full resolution (for 512x320 frames; scaled with the image area)."""
+    track_min_inlier_fraction: float = 0.5
+    """... and at least this fraction of them end with a residual within the inlier threshold."""
+    track_prior_sigma_m: float = 0.02
+    """Per-axis std of the commanded camera's position used as a prior in the alignment; it only
+    decides directions the image leaves weak (a far flat wall couples yaw and sideways motion)."""
+    track_prior_sigma_deg: float = 0.3
+    """Per-axis std of the commanded camera's rotation used as that prior."""
+    max_correction_m: float = 0.15
+    """Largest accepted distance between a tracked and the commanded camera centre; beyond it the
+    measurement is treated as a failure (the commanded pose is only ever an initial guess)."""
+    max_correction_deg: float = 3.0
+    """Largest accepted rotation between a tracked and the commanded camera."""
+
+    # ---- tracking within the clip (features + bundle adjustment) ----------------------------
+    sift_max_features: int = 2000
+    """SIFT keypoints per frame for the clip's own structure from motion (first round, or frames
+    the memory cannot track)."""
+    sfm_pair_offsets: list = field(default_factory=lambda: [1, 2, 4, 8])
+    """Frame i is matched with frames i + offset of the clip."""
+    sfm_min_inliers: int = 40
+    """Essential-matrix (pair) and PnP (frame) inliers needed to use a pair / register a frame."""
+    sfm_max_reproj_px: float = 2.0
+    """Observations with a larger reprojection error are dropped during the clip's BA."""
+    anchor_rotation_sigma_deg: float = 0.15
+    """Assumed per-frame rotation error of the commanded cameras when the clip's reconstruction is
+    placed in the world by them (first round); weights the rotation against the centres."""
+
+    # ---- keyframes and dense depth -----------------------------------------------------------
+    keyframe_stride: int = 4
+    """Frames between keyframes, counted back from the newest one (see ``keyframe_end_margin``)."""
+    keyframe_max_angle_deg: float = 15.0
+    """The stride shrinks so consecutive keyframes are at most about this far apart in viewing
+    direction (only matters on coarse paths; the evaluation orbit turns 3.5 deg per frame)."""
+    keyframe_end_margin: int = 2
+    """The newest keyframe is this many frames before the clip's end, so it has stereo sources
+    on both sides (the clip's last frames are covered by the next clip's first keyframe)."""
+    keyframe_min_new_coverage: float = 0.0
+    """Skip a keyframe candidate when less than this fraction of it is new to the memory (0 keeps
+    all: keyframes also form the clip's static model for dynamic masks, and a keyframe the memory
+    already explains costs little, as only its unexplained part is swept)."""
+    mvs_scale: float = 0.5
+    """Working resolution of plane sweep relative to the frames (the result is upsampled)."""
+    mvs_min_width: int = 256
+    """The working resolution is raised (up to the frames' own) to keep at least this many
+    pixels across: small frames are swept at full resolution."""
+    mvs_coarse_scale: float = 0.25
+    """Resolution of the wide coarse sweep that seeds the narrow sweep."""
+    mvs_max_planes: int = 48
+    """Cap on coarse depth hypotheses (their count follows the disparity range)."""
+    mvs_fine_planes: int = 8
+    """Depth hypotheses of the narrow sweep at working resolution."""
+    mvs_window: int = 7
+    """ZNCC window in pixels (odd) at working resolution (``python -m slam.benchmark``: 7 against 5
+    lowers the median depth error from 1.08% to 0.95% at the same cost)."""
+    mvs_source_offsets: list = field(default_factory=lambda: [-6, -3, 3, 6])
+    """Source frames of a keyframe, as offsets within the clip (out-of-clip offsets are replaced
+    by the nearest unused frames; the previous clip's last frames are used at the start).
+    On the procedural orbit (3.5 deg/frame, ``python -m slam.benchmark``): +-3/+-6 gives a median
+    depth error of 0.95% against 1.16% for +-2/+-4 at the same cost."""
+    mvs_max_source_angle_deg: float = 30.0
+    """Sources whose viewing direction differs from the keyframe's by more than this are replaced
+    by nearer frames (on a 24 deg/frame path the +-3/+-6 offsets would see other walls)."""
+    mvs_top_k: int = 2
+    """Sources averaged per hypothesis (the best ones: robust to occlusion and moving actors)."""
+    mvs_max_cost: float = 0.8
+    """Pixels whose best 1 - ZNCC exceeds this get no depth."""
+    mvs_min_texture: float = 0.01
+    """Pixels whose local intensity standard deviation is below this get no depth."""
+    mvs_consistency_rel: float = 0.03
+    """Relative depth agreement needed between keyframes or with the memory (geometric consistency)."""
+    depth_min_m: float = 0.2
+    """Nearest depth searched when nothing better is known."""
+    depth_max_m: float = 12.0
+    """Farthest depth searched when nothing better is known."""
+    depth_memory_radius_scale: float = 1.5
+    """Splat radius (voxels) of the memory rendered at keyframes for depth reuse and snapping."""
+    memory_snap_rel: float = 0.06
+    """Swept depth within this fraction of the memory's depth is the memory's surface seen again
+    (MVS noise is ~1-2%): the keyframe reports the memory's depth there, and fusion refines the
+    covering memory point instead of opening a neighbouring voxel (on a revisit round of the
+    evaluation orbit this cut new voxels from ~210k to ~20k). Larger differences are new
+    surfaces and are fused (and carve what they see through)."""
+    memory_prior_rel: float = 0.08
+    """Where the rendered memory has depth, the sweep searches only +- this fraction around it."""
+
+    # ---- dynamic masks -----------------------------------------------------------------------
+    dynamic_threshold: float = 0.12
+    """Colour residual (mean absolute difference in [0, 1] of low-passed colours, see
+    ``dynamic_window``) above which a pixel disagrees with the static prediction."""
+    dynamic_window: int = 7
+    """Box window (pixels) over which frame and static prediction are low-passed before comparing."""
+    dynamic_frame_gap: int = 4
+    """Where the clip's static model is blind, frame i is compared with frames i -+ this many steps
+    warped through the static depth (memory, else the nearest known)."""
+    dynamic_depth_rel: float = 0.05
+    """Relative depth margin of the free-space test: a keyframe point is transient when another
+    keyframe sees more than this fraction beyond it (or it lies in front of the memory by twice it)."""
+    dynamic_min_area_px: int = 150
+    """Connected dynamic regions smaller than this (pixels at full resolution) are dropped."""
+    dynamic_dilate_px: int = 3
+    """Dynamic masks are grown by this many pixels (silhouettes are never fused)."""
+
+    # ---- fusion ------------------------------------------------------------------------------
+    fuse_stride: int = 1
+    """Fuse every n-th pixel row/column of keyframe depth (1 = all)."""
+    fuse_min_confidence: float = 0.25
+    """Keyframe pixels with depth confidence below this are not fused. Confidence is the ZNCC
+    match quality ``1 - cost / mvs_max_cost`` scaled by the evidence: x1.0 when two or more other
+    views (keyframes or the memory) confirm the depth, x0.8 for one, x0.6 when only confirmed
+    neighbours on the same surface support it; reused memory depth scores 0.8."""
+    carve_min_confidence: float = 0.6
+    """Only pixels at least this confident carve free space."""

@@ -1,0 +1,127 @@
+"""Fusion of a clip's static, consistent keyframe depth into the memory (with optional carving)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from slam.config import SlamConfig
+from spatia_py.geometry import Camera
+from spatia_py.types import SlamResult
+
+__all__ = ["fuse_clip"]
+
+
+def fuse_clip(
+    memory, frames: np.ndarray, result: SlamResult, cameras: list[Camera], round_index: int, cfg: SlamConfig
+) -> dict:
+    """Fuse the static part of a clip into ``memory`` (in place).
+
+    Only keyframes that were tracked contribute, and of those only pixels with depth, depth
+    confidence of at least ``cfg.fuse_min_confidence`` and not dynamic. With ``cfg.carve``, each
+    such keyframe first removes memory points it sees through (only from pixels at least
+    ``cfg.carve_min_confidence`` confident), so stale or wrong geometry is cleaned before new
+    points arrive.
+
+    A pixel whose depth matches the memory's own surface there (within ``cfg.memory_snap_rel``)
+    is a re-observation: if the frame also shows the memory's colour there, it is fused at the
+    position of the memory point that covers it, refining that voxel (colour, confidence) instead
+    of adding a neighbour; if the generator re-sampled the appearance there, it is not fused at all
+    (mixing two appearances would speckle the memory). Only genuinely new surface opens voxels,
+    which keeps the memory's size following explored area, not frames.
+
+    Args:
+        memory: the :class:`~spatia_py.memory.SpatialMemory` to update.
+        frames: ``uint8 (N, H, W, 3)`` the clip.
+        result: SLAM's estimate for the clip (poses, keyframe depth, masks).
+        cameras: the ``N`` commanded cameras (their intrinsics are used with the estimated poses).
+        round_index: the round being fused.
+        cfg: the SLAM config.
+
+    Returns:
+        ``{"added", "updated", "removed", "keyframes_fused", "pixels_fused", "pixels_reobserved"}``.
+    """
+    from render.splat import render_points
+
+    frames = np.asarray(frames)
+    N = len(frames)
+    if len(cameras) != N or result.T_world_cam.shape[0] != N:
+        raise ValueError(
+            f"fuse_clip: {N} frames, {len(cameras)} cameras and {result.T_world_cam.shape[0]} "
+            "estimated poses must agree"
+        )
+    added = updated = removed = pixels = reobserved = 0
+    used = 0
+    for k in result.keyframes:
+        if not (0 <= k < N) or not result.tracked[k]:
+            continue
+        depth = result.depth[k]
+        conf = result.depth_confidence[k]
+        static = ~result.dynamic_masks[k]
+        cam = cameras[k].with_pose(result.T_world_cam[k])
+        if cfg.carve and len(memory):
+            removed += memory.carve(depth, cam, mask=static, depth_conf=conf, min_depth_conf=cfg.carve_min_confidence)
+        m = static & (depth > 0) & (conf >= cfg.fuse_min_confidence)
+        if not m.any():
+            continue
+        again = np.zeros_like(m)
+        if len(memory):
+            # The conditioning's splat size: pixels it leaves empty are holes worth filling.
+            out = render_points(
+                memory.xyz,
+                memory.rgb,
+                cam.K,
+                cam.T_cam_world,
+                cam.width,
+                cam.height,
+                radius=cfg.render_radius_scale * memory.voxel_size,
+                max_radius_px=cfg.render_max_radius_px,
+            )
+            md = out.depth.numpy()
+            ids = out.point_ids.numpy()
+            again = m & (md > 0) & (np.abs(depth - md) <= cfg.memory_snap_rel * md)
+            # Re-observed surface refines the memory only where the frame shows what the memory
+            # holds (the generator followed it). Where it re-sampled the appearance instead,
+            # averaging the new colour in would speckle the surface with a mix of two appearances
+            # that the next conditioning then shows; the memory keeps its own colour there.
+            w = cfg.dynamic_window
+            a = ndimage.uniform_filter(frames[k].astype(np.float32) / 255.0, (w, w, 1))
+            b = ndimage.uniform_filter(out.rgb.numpy().astype(np.float32) / 255.0, (w, w, 1))
+            same_look = np.abs(a - b).mean(-1) < 0.5 * cfg.dynamic_threshold
+            # A re-observed point covers a splat of pixels: every other row and column suffices.
+            sub = again & same_look
+            sub[1::2, :] = False
+            sub[:, 1::2] = False
+            if sub.any():
+                st = memory.fuse(
+                    memory.xyz[ids[sub]].astype(np.float64),
+                    frames[k][sub],
+                    np.maximum(conf[sub], 1e-3).astype(np.float64),
+                    round_index=round_index,
+                )
+                added += st.added
+                updated += st.updated
+                reobserved += int(again.sum())
+        new = m & ~again
+        if new.any():
+            st = memory.fuse_depth(
+                depth,
+                frames[k],
+                cam,
+                mask=new,
+                weight=np.maximum(conf, 1e-3),
+                round_index=round_index,
+                stride=cfg.fuse_stride,
+            )
+            added += st.added
+            updated += st.updated
+        pixels += int(m.sum())
+        used += 1
+    return {
+        "added": int(added),
+        "updated": int(updated),
+        "removed": int(removed),
+        "keyframes_fused": used,
+        "pixels_fused": pixels,
+        "pixels_reobserved": reobserved,
+    }

@@ -1,0 +1,369 @@
+"""Unit tests of visual SLAM on tiny synthetic scenes (a textured box room ray-cast in numpy).
+
+Each test builds its frames from known cameras, so the expected pose / depth / mask is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from slam import SlamConfig, VisualSlam, fuse_clip
+from slam.bundle import BaProblem, bundle_adjust, triangulate_tracks
+from slam.features import to_gray
+from slam.mvs import sweep_coarse_to_fine
+from slam.photometric import align_to_template
+from spatia_py.geometry import Camera, intrinsics_from_fov, invert_pose, look_at, pose_distance, se3_exp
+from spatia_py.memory import SpatialMemory
+from spatia_py.types import SlamResult
+
+W, H = 160, 120
+K = intrinsics_from_fov(W, H, 70.0)
+ROOM_LO = np.array([-3.0, -2.5, 0.0])
+ROOM_HI = np.array([3.0, 2.5, 3.0])
+
+
+_TABLE = np.random.default_rng(123).random((3, 4096))
+
+
+def _value_noise(X: np.ndarray, cell: float, channel: int) -> np.ndarray:
+    """Trilinearly interpolated hashed random values on a grid of ``cell`` metres (non-periodic)."""
+    g = X / cell
+    i0 = np.floor(g).astype(np.int64)
+    f = g - i0
+    f = f * f * (3 - 2 * f)
+    out = np.zeros(X.shape[:-1])
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                idx = (i0[..., 0] + dx) * 73856093 ^ (i0[..., 1] + dy) * 19349663 ^ (i0[..., 2] + dz) * 83492791
+                w = (
+                    (f[..., 0] if dx else 1 - f[..., 0])
+                    * (f[..., 1] if dy else 1 - f[..., 1])
+                    * (f[..., 2] if dz else 1 - f[..., 2])
+                )
+                out += w * _TABLE[channel, idx % 4096]
+    return out
+
+
+def _texture(X: np.ndarray) -> np.ndarray:
+    """Non-repeating two-scale colour noise of world points ``(..., 3)`` -> rgb in [0, 1]."""
+    return np.stack([0.5 * _value_noise(X, 0.04, c) + 0.5 * _value_noise(X, 0.15, (c + 1) % 3) for c in range(3)], -1)
+
+
+def render_room(T_world_cam: np.ndarray, blob: tuple[np.ndarray, float] | None = None, size: tuple[int, int] = (W, H)):
+    """Ray-cast the inside of the box room (and an optional sphere ``(centre, radius)``).
+
+    Returns ``rgb uint8 (H, W, 3)``, static ``depth float32 (H, W)`` and the blob mask ``bool (H, W)``.
+    """
+    w, h = size
+    Kr = intrinsics_from_fov(w, h, 70.0)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays_c = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(Kr).T
+    R, o = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    d = rays_c @ R.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_hi = np.where(d > 0, (ROOM_HI - o) / d, (ROOM_LO - o) / d)
+    t = np.min(np.where(np.isfinite(t_hi) & (t_hi > 0), t_hi, np.inf), axis=-1)
+    X = o + d * t[..., None]
+    rgb = _texture(X)
+    depth = t * rays_c[..., 2]  # rays have z = 1 in the camera
+    mask = np.zeros((h, w), bool)
+    if blob is not None:
+        c, r = blob
+        oc = o - c
+        bq = (d * oc).sum(-1)
+        cq = (oc * oc).sum() - r * r
+        aq = (d * d).sum(-1)
+        disc = bq * bq - aq * cq
+        ts = (-bq - np.sqrt(np.maximum(disc, 0))) / aq
+        mask = (disc > 0) & (ts > 0) & (ts < t)
+        Xs = o + d * ts[..., None]
+        checker = ((np.floor(Xs[..., 0] * 12) + np.floor(Xs[..., 1] * 12) + np.floor(Xs[..., 2] * 12)) % 2)[..., None]
+        rgb = np.where(
+            mask[..., None], checker * np.array([1.0, 0.1, 0.1]) + (1 - checker) * np.array([0.1, 0.2, 1.0]), rgb
+        )
+    return (rgb * 255).round().astype(np.uint8), depth.astype(np.float32), mask
+
+
+def orbit_cameras(
+    n: int, start_deg: float = 0.0, step_deg: float = 3.0, radius: float = 1.2, size: tuple[int, int] = (W, H)
+) -> list[Camera]:
+    cams = []
+    Kc = intrinsics_from_fov(size[0], size[1], 70.0)
+    for i in range(n):
+        a = math.radians(start_deg + step_deg * i)
+        eye = np.array([radius * math.cos(a), radius * math.sin(a), 1.4])
+        cams.append(Camera(Kc, size[0], size[1], look_at(eye, np.array([0.0, 0.0, 1.3]))))
+    return cams
+
+
+def follow_conditioning(cond_rgb: np.ndarray, cmd: Camera, T_actual: np.ndarray) -> np.ndarray:
+    """What a conditioned video model shows at its actual camera: each pixel's true surface point
+    is looked up in the conditioning rendered at the commanded camera (as the procedural world does)."""
+    _, depth, _ = render_room(T_actual)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    X = (np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T) * depth[..., None]
+    Xw = X @ T_actual[:3, :3].T + T_actual[:3, 3]
+    Tc = cmd.T_cam_world
+    p = (Xw @ Tc[:3, :3].T + Tc[:3, 3]) @ K.T
+    uc = np.clip(p[..., 0] / p[..., 2], 0, W - 1.001)
+    vc = np.clip(p[..., 1] / p[..., 2], 0, H - 1.001)
+    u0, v0 = uc.astype(int), vc.astype(int)
+    fu, fv = (uc - u0)[..., None], (vc - v0)[..., None]
+    c = cond_rgb.astype(np.float64)
+    out = (
+        (1 - fu) * (1 - fv) * c[v0, u0]
+        + fu * (1 - fv) * c[v0, u0 + 1]
+        + (1 - fu) * fv * c[v0 + 1, u0]
+        + fu * fv * c[v0 + 1, u0 + 1]
+    )
+    return out.round().astype(np.uint8)
+
+
+def memory_from_views(cams: list[Camera], voxel: float = 0.01) -> SpatialMemory:
+    mem = SpatialMemory(voxel)
+    for c in cams:
+        rgb, depth, _ = render_room(c.T_world_cam)
+        mem.fuse_depth(depth, rgb, c, round_index=0)
+    return mem
+
+
+def small_cfg(**kw) -> SlamConfig:
+    base = dict(
+        track_min_pixels=200,
+        track_max_pixels=4000,
+        dynamic_min_area_px=20,
+        dynamic_dilate_px=1,
+        sift_max_features=1000,
+        sfm_min_inliers=20,
+    )
+    base.update(kw)
+    return SlamConfig(**base)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_direct_alignment_recovers_known_perturbation():
+    cam = orbit_cameras(1)[0]
+    rgb_t, depth_t, _ = render_room(cam.T_world_cam)
+    delta = se3_exp(np.array([np.radians(0.4), np.radians(-0.3), np.radians(0.2), 0.015, -0.01, 0.008]))
+    T_actual = cam.T_world_cam @ delta
+    rgb_f, _, _ = render_room(T_actual)
+    res = align_to_template(to_gray(rgb_f), to_gray(rgb_t), depth_t, K, levels=3, max_pixels=8000, min_pixels=200)
+    assert res.ok
+    T_est = cam.T_world_cam @ invert_pose(res.T_frame_tmpl)
+    dt, dr = pose_distance(T_est, T_actual)
+    dt0, dr0 = pose_distance(cam.T_world_cam, T_actual)
+    assert dt < 0.003 and dr < 0.05, (dt, dr)
+    assert dt < 0.2 * dt0 and dr < 0.2 * dr0
+
+
+def test_pnp_registration_in_clip_sfm_recovers_poses():
+    """First round (empty memory): SIFT + two-view init + PnP + BA, placed by the commanded path."""
+    size = (320, 240)  # SIFT needs more than the other tests' 160x120 pixels
+    cams = orbit_cameras(8, step_deg=4.0, size=size)
+    rng = np.random.default_rng(0)
+    actual = [c.T_world_cam @ se3_exp(np.r_[rng.normal(0, np.radians(0.1), 3), rng.normal(0, 0.005, 3)]) for c in cams]
+    frames = np.stack([render_room(T, size=size)[0] for T in actual])
+    slam = VisualSlam(small_cfg(), 0.01)
+    res = slam.process(frames, cams, SpatialMemory(0.01), 0)
+    assert res.tracked.all(), res.info["failures"]
+    assert set(res.info["tracked_by"]) == {"clip"}
+    err = np.array([pose_distance(a, b) for a, b in zip(res.T_world_cam, actual, strict=True)])
+    cmd = np.array([pose_distance(c.T_world_cam, b) for c, b in zip(cams, actual, strict=True)])
+    # Relative poses come from the images; the placement (7 dof) from all commanded cameras.
+    assert np.median(err[:, 0]) < 0.015 and np.median(err[:, 1]) < 0.3, err
+    rel_est = [invert_pose(res.T_world_cam[0]) @ T for T in res.T_world_cam]
+    rel_gt = [invert_pose(actual[0]) @ T for T in actual]
+    rel_err = np.array([pose_distance(a, b) for a, b in zip(rel_est, rel_gt, strict=True)])
+    assert rel_err[:, 1].max() < 0.1 and rel_err[:, 0].max() < 0.01, rel_err
+    assert cmd[:, 0].mean() > 0  # the commanded cameras were indeed off
+
+
+def test_memory_tracking_recovers_control_error():
+    cams = orbit_cameras(6, start_deg=10.0)
+    mem = memory_from_views(orbit_cameras(7, start_deg=4.0, step_deg=3.0))
+    delta = se3_exp(np.array([0.0, np.radians(0.3), 0.0, 0.012, 0.0, -0.006]))
+    actual = [c.T_world_cam @ delta for c in cams]
+    slam = VisualSlam(small_cfg(), 0.01)
+    mx, mr = slam._visible_memory(mem, cams)
+    # Frames as a memory-conditioned video model makes them: the conditioning (memory rendered at
+    # the commanded camera) re-projected into the camera it actually used.
+    frames = np.stack(
+        [
+            follow_conditioning(slam._render(mx, mr, K, c.T_world_cam, W, H)[0], c, T)
+            for c, T in zip(cams, actual, strict=True)
+        ]
+    )
+    res = slam.process(frames, cams, mem, 1)
+    assert res.tracked.all(), res.info["failures"]
+    assert set(res.info["tracked_by"]) == {"memory"}
+    err = np.array([pose_distance(a, b) for a, b in zip(res.T_world_cam, actual, strict=True)])
+    assert err[:, 0].max() < 0.004 and err[:, 1].max() < 0.08, err
+    assert set(res.timings_s) >= {"render", "track", "depth", "masks"}
+
+
+def test_mvs_recovers_plane_depth():
+    """A textured wall 2.5 m in front of the camera, sources moving sideways by 0.2-0.4 m."""
+    Hm, Wm = 120, 160
+    Kp = intrinsics_from_fov(Wm, Hm, 60.0)
+
+    def view(tx: float):
+        v, u = np.mgrid[0:Hm, 0:Wm].astype(np.float64)
+        z = 2.5
+        X = np.stack([(u - Kp[0, 2]) / Kp[0, 0] * z + tx, (v - Kp[1, 2]) / Kp[1, 1] * z, np.full_like(u, z)], -1)
+        return to_gray((_texture(X) * 255).round().astype(np.uint8))
+
+    offsets = [-0.4, -0.2, 0.2, 0.4]
+    ref = view(0.0)
+    srcs = np.stack([view(o) for o in offsets])
+    T_src_ref = np.stack([np.array([[1, 0, 0, -o], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]) for o in offsets])
+    sw = sweep_coarse_to_fine(ref, srcs, Kp, T_src_ref, 0.8, 8.0, scale=0.5, coarse_scale=0.25, window=7)
+    d = sw.depth.numpy()[4:-4, 4:-4]
+    rel = np.abs(d - 2.5) / 2.5
+    # At the 80x60 working resolution one pixel of disparity at the widest baseline is ~9% of
+    # depth; sub-plane refinement must get well below that.
+    assert np.median(rel) < 0.02, np.median(rel)
+    assert (rel < 0.05).mean() > 0.9, (rel < 0.05).mean()
+
+
+def test_moving_blob_is_masked_and_never_fused():
+    cams = orbit_cameras(10, start_deg=20.0)
+    mem = memory_from_views(orbit_cameras(12, start_deg=12.0, step_deg=3.0))
+    frames, masks = [], []
+    for i, c in enumerate(cams):
+        centre = np.array([0.2 + 0.03 * i, -0.1, 1.3])  # moves 3 cm per frame
+        rgb, _, m = render_room(c.T_world_cam, blob=(centre, 0.25))
+        frames.append(rgb)
+        masks.append(m)
+    frames, masks = np.stack(frames), np.stack(masks)
+    cfg = small_cfg(keyframe_stride=3)
+    res = VisualSlam(cfg, 0.01).process(frames, cams, mem, 1)
+    assert res.tracked.all(), res.info["failures"]
+    inter = (res.dynamic_masks & masks).sum()
+    union = (res.dynamic_masks | masks).sum()
+    assert inter / union > 0.5, inter / union
+    before = len(mem)
+    fuse_clip(mem, frames, res, cams, 1, cfg)
+    assert len(mem) >= before
+    # No fused point inside the blob's swept volume.
+    new = mem.first_round == 1
+    pts = mem.xyz[new]
+    for i in range(len(cams)):
+        centre = np.array([0.2 + 0.03 * i, -0.1, 1.3])
+        assert (np.linalg.norm(pts - centre, axis=1) < 0.25 - 0.02).sum() == 0
+
+
+def test_untracked_frame_is_reported_and_not_fused():
+    cams = orbit_cameras(6, start_deg=10.0)
+    mem = memory_from_views(orbit_cameras(7, start_deg=4.0, step_deg=3.0))
+    frames = np.stack([render_room(c.T_world_cam)[0] for c in cams])
+    rng = np.random.default_rng(1)
+    frames[3] = rng.integers(0, 256, frames[3].shape, dtype=np.uint8)  # a frame no rigid motion explains
+    cfg = small_cfg(keyframe_stride=1, keyframe_end_margin=0, keyframe_min_new_coverage=0.0)
+    res = VisualSlam(cfg, 0.01).process(frames, cams, mem, 1)
+    assert not res.tracked[3]
+    assert "3" in res.info["failures"] and isinstance(res.info["failures"]["3"], str)
+    assert res.tracked[[0, 1, 2, 4, 5]].all()
+    assert 3 not in res.keyframes
+    # Even if a caller marks it as a keyframe, fusion skips untracked frames.
+    res.keyframes = sorted(set(res.keyframes) | {3})
+    res.depth[3] = 2.0
+    res.depth_confidence[3] = 1.0
+    m = SpatialMemory(0.01)
+    stats = fuse_clip(m, frames, res, cams, 1, cfg)
+    only3 = SlamResult(
+        res.T_world_cam, res.tracked, res.tracking_quality, [3], res.depth, res.depth_confidence, res.dynamic_masks
+    )
+    m3 = SpatialMemory(0.01)
+    assert fuse_clip(m3, frames, only3, cams, 1, cfg)["added"] == 0
+    assert stats["keyframes_fused"] == len(res.keyframes) - 1
+
+
+def test_fusion_skips_dynamic_pixels():
+    cam = orbit_cameras(1)[0]
+    rgb, depth, _ = render_room(cam.T_world_cam)
+    dyn = np.zeros((1, H, W), bool)
+    dyn[0, :, : W // 2] = True
+    res = SlamResult(
+        T_world_cam=cam.T_world_cam[None],
+        tracked=np.ones(1, bool),
+        tracking_quality=np.ones(1, np.float32),
+        keyframes=[0],
+        depth=depth[None],
+        depth_confidence=np.ones((1, H, W), np.float32),
+        dynamic_masks=dyn,
+    )
+    mem = SpatialMemory(0.01)
+    stats = fuse_clip(mem, rgb[None], res, [cam], 0, SlamConfig(carve=False))
+    assert stats["added"] > 0
+    uv = (mem.xyz @ cam.T_cam_world[:3, :3].T + cam.T_cam_world[:3, 3]) @ K.T
+    u = uv[:, 0] / uv[:, 2]
+    assert (u < W // 2 - 1).sum() == 0  # nothing from the dynamic half
+
+
+def test_bundle_adjust_and_triangulation_round_trip():
+    rng = np.random.default_rng(2)
+    cams = orbit_cameras(5, step_deg=6.0)
+    T_cw = invert_pose(np.stack([c.T_world_cam for c in cams]))
+    X = np.array([0.0, 0.0, 1.3]) + rng.uniform(-0.4, 0.4, (200, 3))  # in front of every camera
+    obs_c, obs_p, obs_xy = [], [], []
+    for ci in range(5):
+        p = X @ T_cw[ci, :3, :3].T + T_cw[ci, :3, 3]
+        uv = p @ K.T
+        uv = uv[:, :2] / uv[:, 2:]
+        obs_c += [ci] * len(X)
+        obs_p += list(range(len(X)))
+        obs_xy.append(uv)
+    obs_xy = np.concatenate(obs_xy)
+    Xt, ok = triangulate_tracks(
+        np.stack([K] * 5), T_cw, [np.arange(5)] * len(X), [obs_xy[np.arange(5) * len(X) + i] for i in range(len(X))]
+    )
+    assert ok.all() and np.abs(Xt - X).max() < 1e-6
+    noisy = T_cw.copy()
+    for ci in range(1, 5):
+        noisy[ci] = se3_exp(np.r_[rng.normal(0, 0.01, 3), rng.normal(0, 0.02, 3)]) @ noisy[ci]
+    prob = BaProblem(
+        np.stack([K] * 5), noisy, X + rng.normal(0, 0.02, X.shape), np.array(obs_c), np.array(obs_p), obs_xy
+    )
+    const = np.zeros(5, bool)
+    const[0] = True
+    # Scale gauge: fix a second camera's position with a tight centre prior.
+    prior = np.full((5, 3), np.nan)
+    prior[1] = cams[1].center
+    T_ba, X_ba, info = bundle_adjust(prob, const_cams=const, center_prior=prior, center_prior_sigma_m=1e-4)
+    assert info["cost_after"] < 1e-6 * max(info["cost_before"], 1)
+    for a, b in zip(T_ba, T_cw, strict=True):
+        dt, dr = pose_distance(a, b)
+        assert dt < 1e-4 and dr < 1e-3
+
+
+def test_process_validates_inputs():
+    cams = orbit_cameras(3)
+    frames = np.zeros((3, H, W, 3), np.uint8)
+    slam = VisualSlam(SlamConfig(), 0.01)
+    with pytest.raises(ValueError, match="cameras"):
+        slam.process(frames, cams[:2], SpatialMemory(0.01), 0)
+    with pytest.raises(ValueError, match="uint8"):
+        slam.process(frames.astype(np.float32), cams, SpatialMemory(0.01), 0)
+    with pytest.raises(ValueError, match="depth_source"):
+        slam.process(frames, cams, SpatialMemory(0.01), 0, depth=np.ones((3, H, W), np.float32))
+    with pytest.raises(ValueError, match="oracle"):
+        VisualSlam(SlamConfig(mode="oracle"), 0.01)
+
+
+def test_generator_depth_source_uses_given_depth():
+    cams = orbit_cameras(6, start_deg=10.0)
+    mem = memory_from_views(orbit_cameras(7, start_deg=4.0, step_deg=3.0))
+    rendered = [render_room(c.T_world_cam) for c in cams]
+    frames = np.stack([r[0] for r in rendered])
+    depth = np.stack([r[1] for r in rendered])
+    res = VisualSlam(small_cfg(depth_source="generator"), 0.01).process(frames, cams, mem, 1, depth=depth)
+    for k in res.keyframes:
+        valid = res.depth[k] > 0
+        assert valid.mean() > 0.9
+        assert np.allclose(res.depth[k][valid], depth[k][valid])
