@@ -21,11 +21,12 @@ class SlamConfig:
     # ---- tracking against the memory (dense photometric alignment) --------------------------
     render_radius_scale: float = 0.5
     """World-space splat radius of memory points, in voxels, when SLAM renders the memory as a
-    tracking template. Keep it equal to ``render.radius_scale``: the template must look like the
+    tracking template. The round loop sets it from ``render.radius_scale``: the template must look like the
     conditioning the generator followed (measured: 0.75 here against 0.5 there biases tracking by
     ~2.5 cm / 0.45 deg on the procedural world, equal settings give ~2 mm / 0.03 deg)."""
     render_max_radius_px: int = 3
-    """Largest splat half-size in pixels for the tracking template (match ``render.max_radius_px``)."""
+    """Largest splat half-size in pixels for the tracking template (the round loop sets it from
+    ``render.max_radius_px``)."""
     track_levels: int = 3
     """Pyramid levels of the direct alignment (full, 1/2, 1/4)."""
     track_max_pixels: int = 15000
