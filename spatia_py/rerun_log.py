@@ -1,7 +1,7 @@
 """Rerun recordings of runs: live logging from the round loop, re-creation from a run directory,
 and ``spatia view``.
 
-Every entity path, timeline and logging choice is listed in ``docs/rerun.md`` ("Inspecting runs in
+Every entity path, timeline and logging choice is listed in the README ("Inspecting runs in
 Rerun"); keep the two in sync. In short:
 
 - two sequence timelines: ``frame`` (global frame index, ``rec.frame_offset + i``) and ``round``;

@@ -1,4 +1,4 @@
-"""Rerun logging: record tiny synthetic rounds, read the .rrd back and check what docs/rerun.md promises."""
+"""Rerun logging: record tiny synthetic rounds, read the .rrd back and check what the README ("Inspecting runs in Rerun") promises."""
 
 from __future__ import annotations
 
