@@ -18,10 +18,90 @@ from spatia_py.geometry import Camera
 from spatia_py.memory import SpatialMemory, pack_voxel_coords, unpack_voxel_keys
 from spatia_py.types import ConditioningMaps, ReferenceFrame
 
-__all__ = ["MemoryRenderer", "ReferenceIndex", "render_conditioning", "visibility_cells", "CELL_VOXELS"]
+__all__ = ["MemoryRenderer", "ReferenceIndex", "render_conditioning", "fill_enclosed_holes", "visibility_cells",
+           "CELL_VOXELS", "FILL_VALIDITY"]
 
 CELL_VOXELS = 4
 """Edge of a visibility cell in voxels."""
+
+FILL_VALIDITY = 0.75
+"""Validity of conditioning pixels filled by :func:`fill_enclosed_holes` (rendered memory is 1)."""
+
+
+def _nearest_valid_along(valid: np.ndarray, axis: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the index along ``axis`` of the nearest valid pixel strictly before it
+    (after it with ``reverse``), and whether there is one. ``valid (H, W)`` bool."""
+    n = valid.shape[axis]
+    pos = np.arange(n).reshape((-1, 1) if axis == 0 else (1, -1))
+    if not reverse:
+        idx = np.where(valid, pos, -1)
+        idx = np.maximum.accumulate(idx, axis=axis)
+        # strictly before: shift by one
+        idx = np.concatenate([np.full_like(idx.take([0], axis), -1), idx.take(range(n - 1), axis)], axis)
+        return idx, idx >= 0
+    idx = np.where(valid, pos, n)
+    idx = np.flip(np.minimum.accumulate(np.flip(idx, axis), axis=axis), axis)
+    idx = np.concatenate([idx.take(range(1, n), axis), np.full_like(idx.take([0], axis), n)], axis)
+    return idx, idx < n
+
+
+def fill_enclosed_holes(rgb: np.ndarray, depth: np.ndarray, validity: np.ndarray, *, max_gap_px: int = 64,
+                        plane_rel_tol: float = 0.03, fill_validity: float = FILL_VALIDITY):
+    """Conservative screen-space fill of holes the memory leaves inside a continuous surface.
+
+    A splatted point cloud has holes: 1-voxel gaps between splats, and larger ones where stereo
+    found no depth (low-texture patches of an otherwise mapped surface). An empty pixel is filled
+    only when it is enclosed by rendered memory on both sides along the row and along the column
+    (each within ``max_gap_px``) and both line interpolations of inverse depth — exact for a plane,
+    inverse depth being affine in the pixel coordinates of a plane — agree within
+    ``plane_rel_tol``: a hole across a depth edge (a pillar in front of a wall, a silhouette) gives
+    two different surfaces and is left empty, as are holes open to the image border or to unmapped
+    space. The filled colour is the distance-weighted mean of the four enclosing pixels' colours,
+    and the fill is marked with the lower ``fill_validity``.
+
+    Args:
+        rgb: ``uint8 (H, W, 3)``; depth: ``float32 (H, W)`` (0 = empty); validity: ``float32 (H, W)``.
+
+    Returns:
+        ``(rgb, depth, validity)`` with the filled pixels set (new arrays).
+    """
+    valid = depth > 0
+    if valid.all() or not valid.any():
+        return rgb, depth, validity
+    H, W = depth.shape
+    inv = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
+    col = rgb.astype(np.float32)
+    rows = np.arange(H)[:, None]
+    cols = np.arange(W)[None, :]
+    ests, cs, ok = [], [], ~valid
+    for axis in (1, 0):
+        a, ha = _nearest_valid_along(valid, axis, False)
+        b, hb = _nearest_valid_along(valid, axis, True)
+        pos = cols if axis == 1 else rows
+        da, db = pos - a, b - pos
+        ok &= ha & hb & (da + db <= max_gap_px)
+        a_c = np.clip(a, 0, (W if axis == 1 else H) - 1)
+        b_c = np.clip(b, 0, (W if axis == 1 else H) - 1)
+        if axis == 1:
+            ia, ib, ca, cb = inv[rows, a_c], inv[rows, b_c], col[rows, a_c], col[rows, b_c]
+        else:
+            ia, ib, ca, cb = inv[a_c, cols], inv[b_c, cols], col[a_c, cols], col[b_c, cols]
+        wa = db / np.maximum(da + db, 1)  # linear interpolation weights
+        ests.append(wa * ia + (1 - wa) * ib)
+        # colour: nearer endpoints weigh more (inverse distance)
+        ua, ub = 1.0 / np.maximum(da, 1), 1.0 / np.maximum(db, 1)
+        cs.append((ua[..., None] * ca + ub[..., None] * cb, ua + ub))
+    e0, e1 = ests
+    ok &= (e0 > 0) & (e1 > 0) & (np.abs(e0 - e1) <= plane_rel_tol * np.maximum(e0, e1))
+    if not ok.any():
+        return rgb, depth, validity
+    est = 0.5 * (e0 + e1)
+    c = (cs[0][0] + cs[1][0]) / (cs[0][1] + cs[1][1])[..., None]
+    rgb, depth, validity = rgb.copy(), depth.copy(), validity.copy()
+    rgb[ok] = np.clip(np.rint(c[ok]), 0, 255).astype(np.uint8)
+    depth[ok] = (1.0 / est[ok]).astype(depth.dtype)
+    validity[ok] = fill_validity
+    return rgb, depth, validity
 
 
 def visibility_cells(memory: SpatialMemory, point_ids: np.ndarray) -> np.ndarray:
@@ -145,7 +225,7 @@ def _count_common(sorted_a: np.ndarray, sorted_b: np.ndarray) -> int:
 def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
                         reference_index: ReferenceIndex | None = None, n_reference_frames: int = 0,
                         frames_by_index=None, estimated_cameras: dict[int, Camera] | None = None,
-                        exclude: set[int] | None = None) -> ConditioningMaps:
+                        exclude: set[int] | None = None, fill_holes: bool = True) -> ConditioningMaps:
     """Render the memory along ``cameras`` and retrieve reference frames.
 
     Args:
@@ -156,8 +236,12 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
         frames_by_index: callable ``frame_index -> uint8 (H, W, 3)`` giving a past frame.
         estimated_cameras: frame index → estimated camera of past frames.
         exclude: frame indices not to retrieve (e.g. the history frames already given).
+        fill_holes: fill holes enclosed by one continuous surface (:func:`fill_enclosed_holes`,
+            validity :data:`FILL_VALIDITY`).
     """
     outs = [renderer.render(c) for c in cameras]
+    filled = [fill_enclosed_holes(o["rgb"], o["depth"], o["validity"]) if fill_holes else
+              (o["rgb"], o["depth"], o["validity"]) for o in outs]
     refs: list[ReferenceFrame] = []
     if reference_index is not None and n_reference_frames > 0 and frames_by_index is not None:
         seg_keys = visibility_cells(renderer.memory, np.concatenate([o["point_ids"].ravel() for o in outs]))
@@ -167,8 +251,8 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
                 continue
             refs.append(ReferenceFrame(image=frames_by_index(fi), camera=cam, frame_index=fi, overlap=ov))
     return ConditioningMaps(
-        rgb=np.stack([o["rgb"] for o in outs]),
-        depth=np.stack([o["depth"] for o in outs]),
-        validity=np.stack([o["validity"] for o in outs]),
+        rgb=np.stack([f[0] for f in filled]),
+        depth=np.stack([f[1] for f in filled]),
+        validity=np.stack([f[2] for f in filled]),
         reference_frames=refs,
     )

@@ -60,3 +60,26 @@ def test_retrieval_picks_the_frame_that_saw_the_segment():
     restored.add_arrays(index.to_arrays(), past)
     seg = renderer.visible_keys(cam_looking([1, 0.05, 0]))
     assert restored.retrieve(seg, [cam_looking([1, 0, 0])], 2) == index.retrieve(seg, [cam_looking([1, 0, 0])], 2)
+
+
+def test_fill_enclosed_holes_fills_a_plane_but_not_across_a_depth_edge():
+    from spatia_py.conditioning import FILL_VALIDITY, fill_enclosed_holes
+
+    # A slanted plane: inverse depth affine in the pixel coordinates; a hole inside it is filled.
+    v, u = np.mgrid[0:40, 0:60].astype(np.float32)
+    depth = (1.0 / (0.4 + 0.002 * u + 0.001 * v)).astype(np.float32)
+    depth[10:20, 20:35] = 0
+    depth[:, 55:] = 0  # open to the border: stays empty
+    rgb = np.full((40, 60, 3), 120, np.uint8)
+    val = (depth > 0).astype(np.float32)
+    r2, d2, v2 = fill_enclosed_holes(rgb, depth, val)
+    truth = 1.0 / (0.4 + 0.002 * u + 0.001 * v)
+    assert np.allclose(d2[10:20, 20:35], truth[10:20, 20:35], rtol=1e-3)
+    assert (v2[10:20, 20:35] == FILL_VALIDITY).all() and (r2[10:20, 20:35] == 120).all()
+    assert (d2[:, 55:] == 0).all() and (v2[:, 55:] == 0).all()
+    # A hole straddling a pillar's edge (2 m pillar in front of a 4 m wall) is left empty.
+    depth = np.full((20, 30), 4.0, np.float32)
+    depth[:, 10:15] = 2.0
+    depth[5:10, 12:18] = 0
+    _, d3, v3 = fill_enclosed_holes(rgb[:20, :30], depth, (depth > 0).astype(np.float32))
+    assert (d3[5:10, 12:18] == 0).all() and (v3[5:10, 12:18] == 0).all()
