@@ -119,6 +119,21 @@ class SlamConfig:
     memory_prior_rel: float = 0.08
     """Where the rendered memory has depth, the sweep searches only +- this fraction around it."""
 
+    depth_fill: bool = True
+    """Fill holes of keyframe depth enclosed by a locally planar surface (row and column
+    interpolation of inverse depth agreeing within ``depth_fill_plane_rel``), keeping only filled
+    pixels that are photometrically consistent with the stereo sources or untextured."""
+    depth_fill_max_gap_px: int = 64
+    """Longest row/column gap (full-resolution pixels) a fill may bridge."""
+    depth_fill_plane_rel: float = 0.03
+    """Agreement of the row and column interpolations needed to fill."""
+    depth_fill_max_cost: float = 1.0
+    """A textured filled pixel is kept only when its best 1 - ZNCC at the filled depth is at most this."""
+    depth_fill_flat_texture: float = 0.01
+    """Filled pixels with local intensity std below this pass the photometric check (untextured)."""
+    depth_fill_confidence: float = 0.3
+    """Depth confidence of filled pixels (fused with this lower weight; below ``carve_min_confidence``)."""
+
     # ---- dynamic masks -----------------------------------------------------------------------
     dynamic_threshold: float = 0.12
     """Colour residual (mean absolute difference in [0, 1] of low-passed colours, see

@@ -354,3 +354,39 @@ def neighbour_support(
     n = (~torch.isnan(patches)).sum(-1)
     med = torch.nanmedian(patches, dim=-1).values
     return (depth > 0) & ~seeds & (n >= min_seeds) & ((depth - med).abs() <= rel_tol * med)
+
+
+def cost_at_depth(
+    ref_gray: np.ndarray,
+    src_gray: np.ndarray,
+    K: np.ndarray,
+    T_src_ref: np.ndarray,
+    depth: np.ndarray,
+    *,
+    scale: float = 0.5,
+    window: int = 7,
+    top_k: int = 2,
+    rel: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Photometric check of given depths: the best ``1 - ZNCC`` within ``+-rel`` of each pixel's
+    depth (three hypotheses, best ``top_k`` sources averaged) and the local texture, at ``scale``.
+
+    Args:
+        ref_gray, src_gray, K, T_src_ref: as for :func:`sweep_coarse_to_fine` (full resolution).
+        depth: ``(h, w)`` depth at the working resolution (0 = unknown: cost 2 there).
+
+    Returns:
+        ``(cost, texture)``: ``float32 (h, w)`` each.
+    """
+    H, W = ref_gray.shape
+    h, w = depth.shape
+    s = F.interpolate(torch.from_numpy(np.ascontiguousarray(src_gray))[:, None], size=(h, w), mode="area")[:, 0]
+    r = F.interpolate(torch.from_numpy(np.ascontiguousarray(ref_gray))[None, None], size=(h, w), mode="area")[0, 0]
+    Kw = scale_K(K, w / W)
+    rn, rsd = normalize_local(r, window)
+    sn, _ = normalize_local(s, window)
+    d = torch.as_tensor(np.asarray(depth, np.float32))
+    has = d > 0
+    inv = torch.where(has, 1.0 / d.clamp_min(1e-6), torch.ones_like(d))
+    _, cost, _ = plane_sweep(rn, sn, Kw, T_src_ref, inv * (1 - rel), inv * (1 + rel), 3, window=window, top_k=top_k)
+    return torch.where(has, cost, torch.full_like(cost, 2.0)), rsd

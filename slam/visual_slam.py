@@ -44,10 +44,11 @@ from scipy import ndimage
 from slam.bundle import BaProblem, bundle_adjust
 from slam.config import SlamConfig
 from slam.features import extract_sift, to_gray
-from slam.mvs import consistency_count, neighbour_support, sweep_coarse_to_fine
+from slam.mvs import consistency_count, cost_at_depth, neighbour_support, sweep_coarse_to_fine
 from slam.photometric import align_to_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
 from spatia_py.geometry import Camera, invert_pose, rotation_angle_deg
+from spatia_py.conditioning import fill_enclosed_holes
 from spatia_py.types import SlamResult
 
 __all__ = ["VisualSlam"]
@@ -263,6 +264,9 @@ class VisualSlam:
             # Dynamic pixels carry no static depth.
             depth_out[k][dyn[k]] = 0.0
             conf_out[k][dyn[k]] = 0.0
+        if depth is None and cfg.depth_fill:
+            with timer("fill"):
+                self._fill_holes(gray, K, T_est, tracked, keyframes, depth_out, conf_out, dyn, info)
 
         # Bounded state for the next clip: its first keyframes use these as extra stereo sources.
         n_hist = max([-o for o in cfg.mvs_source_offsets if o < 0] + [0])
@@ -837,6 +841,51 @@ class VisualSlam:
                 e["coverage"] = round(float((depth_out[k] > 0).mean()), 3)
         info["keyframes"] = kf_info
         return per_kf
+
+    def _fill_holes(self, gray, K, T_est, tracked, keyframes, depth_out, conf_out, dyn, info) -> None:
+        """Fill holes of keyframe depth enclosed by a locally planar surface, then keep a filled
+        pixel only where it is photometrically consistent with the keyframe's stereo sources (or
+        untextured: its colour is right whatever the exact depth). Filled pixels get the lower
+        confidence ``depth_fill_confidence``; dynamic pixels are never filled."""
+        cfg = self.cfg
+        N, H, W = gray.shape
+        s = self._mvs_scales(W)[0]
+        hs, ws = int(round(H * s)), int(round(W * s))
+        filled_frac = {}
+        for k in keyframes:
+            if not tracked[k]:
+                continue
+            dk = _resize_nearest(depth_out[k], hs, ws)
+            if not (dk > 0).any():
+                continue
+            blocked = _resize_nearest(dyn[k].astype(np.float32), hs, ws) > 0
+            blocked = ndimage.binary_dilation(blocked, iterations=2)
+            _, df, _ = fill_enclosed_holes(
+                np.zeros((hs, ws, 3), np.uint8), dk, np.zeros((hs, ws), np.float32),
+                max_gap_px=max(2, int(round(cfg.depth_fill_max_gap_px * s))), plane_rel_tol=cfg.depth_fill_plane_rel,
+            )
+            new = (df > 0) & (dk <= 0) & ~blocked
+            if not new.any():
+                continue
+            srcs = self._sources(k, N, tracked, T_est)
+            if srcs:
+                src_gray = np.stack([gray[j] if j >= 0 else self._history[j][0] for j in srcs])
+                T_src = np.stack([T_est[j] if j >= 0 else self._history[j][1] for j in srcs])
+                T_src_ref = np.einsum("nij,jk->nik", invert_pose(T_src), T_est[k])
+                cost, tex = cost_at_depth(
+                    gray[k], src_gray, K, T_src_ref, np.where(new, df, 0.0), scale=s, window=cfg.mvs_window,
+                    top_k=cfg.mvs_top_k,
+                )
+                ok = (cost.numpy() <= cfg.depth_fill_max_cost) | (tex.numpy() < cfg.depth_fill_flat_texture)
+                new &= ok
+            else:
+                new &= False
+            full = _resize_nearest(np.where(new, df, 0.0).astype(np.float32), H, W)
+            put = (full > 0) & (depth_out[k] <= 0) & ~dyn[k]
+            depth_out[k][put] = full[put]
+            conf_out[k][put] = cfg.depth_fill_confidence
+            filled_frac[int(k)] = round(float(put.mean()), 4)
+        info["depth_fill_fraction"] = filled_frac
 
     # ------------------------------------------------------------------------------------------
     # dynamic masks

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -43,6 +43,7 @@ __all__ = [
     "so3_log",
     "se3_exp",
     "interpolate_pose",
+    "umeyama",
     "orbit_path",
     "dolly_path",
     "look_around_path",
@@ -151,11 +152,11 @@ class Camera:
     def fy(self) -> float:
         return float(self.K[1, 1])
 
-    def with_pose(self, T_world_cam: np.ndarray) -> "Camera":
+    def with_pose(self, T_world_cam: np.ndarray) -> Camera:
         """The same intrinsics at another pose."""
         return Camera(self.K.copy(), self.width, self.height, np.asarray(T_world_cam, dtype=np.float64))
 
-    def scaled(self, factor: float) -> "Camera":
+    def scaled(self, factor: float) -> Camera:
         """The same camera for an image resized by ``factor`` (pixel centres stay consistent)."""
         width = max(1, int(round(self.width * factor)))
         height = max(1, int(round(self.height * factor)))
@@ -178,7 +179,7 @@ class Camera:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "camera") -> "Camera":
+    def from_dict(cls, d: dict, where: str = "camera") -> Camera:
         """Build from the path-file entry ``{"K", "width", "height", "T_world_cam"}``."""
         missing = [k for k in ("K", "width", "height", "T_world_cam") if k not in d]
         if missing:
@@ -233,7 +234,7 @@ class CameraPath:
         return {"fps": self.fps, "cameras": [c.to_dict() for c in self.cameras]}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "path") -> "CameraPath":
+    def from_dict(cls, d: dict, where: str = "path") -> CameraPath:
         if not isinstance(d, dict) or "cameras" not in d:
             raise GeometryError(f'{where}: expected an object {{"fps": 24, "cameras": [...]}}')
         cams = d["cameras"]
@@ -399,6 +400,40 @@ def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, s: float) -> np.ndarray:
     T[:3, :3] = R
     T[:3, 3] = (1 - s) * T_a[:3, 3] + s * T_b[:3, 3]
     return T
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ≈ s R src + t`` (Umeyama 1991).
+
+    Args:
+        src: ``(N, 3)`` points, e.g. camera centres of a reconstruction in its own frame.
+        dst: ``(N, 3)`` corresponding points, e.g. ground-truth camera centres in the world.
+        with_scale: estimate ``s`` (else ``s = 1``, a rigid alignment).
+
+    Returns:
+        ``(s, R (3, 3), t (3,))``.
+
+    Raises:
+        ValueError: fewer than 3 points, mismatched shapes or a degenerate (collinear) ``src``.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
+        raise ValueError(f"umeyama: src and dst must both be (N, 3), got {src.shape} and {dst.shape}")
+    if len(src) < 3:
+        raise ValueError(f"umeyama: needs at least 3 correspondences, got {len(src)}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    var_s = float((a**2).sum() / len(src))
+    if var_s <= 1e-18:
+        raise ValueError("umeyama: source points coincide; a similarity is undetermined")
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1.0
+    R = U @ D @ Vt
+    s = float(np.trace(np.diag(S) @ D) / var_s) if with_scale else 1.0
+    return s, R, mu_d - s * R @ mu_s
 
 
 def intrinsics_from_fov(width: int, height: int, fov_x_deg: float) -> np.ndarray:

@@ -211,7 +211,7 @@ def ate_rmse(T_est: np.ndarray, T_gt: np.ndarray, valid: np.ndarray | None = Non
 
 def rotation_errors_deg(T_est: np.ndarray, T_gt: np.ndarray) -> np.ndarray:
     """Per-frame angle (degrees) of the relative rotation between estimated and true cameras."""
-    return np.array([rotation_angle_deg(a[:3, :3], b[:3, :3]) for a, b in zip(T_est, T_gt)])
+    return np.array([rotation_angle_deg(a[:3, :3], b[:3, :3]) for a, b in zip(T_est, T_gt, strict=True)])
 
 
 def depth_errors(depth_est: np.ndarray, depth_gt: np.ndarray, static_mask: np.ndarray) -> dict:

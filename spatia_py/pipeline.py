@@ -21,7 +21,7 @@ from spatia_py.conditioning import MemoryRenderer, ReferenceIndex, render_condit
 from spatia_py.config import ConfigError, RunConfig, config_from_dict, config_to_dict, validate_config
 from spatia_py.geometry import Camera, CameraPath, GeometryError, build_path
 from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory
-from spatia_py.rundir import RoundRecord, RunDir, RunDirError, atomic_write_json, atomic_write_text
+from spatia_py.rundir import RoundRecord, RunDir, atomic_write_json, atomic_write_text
 from spatia_py.types import Clip, GenerationRequest, SlamResult
 
 __all__ = ["PipelineError", "RoundLoop", "build_commanded_path", "make_generator", "oracle_slam",
@@ -65,7 +65,7 @@ def load_run_config(rd: RunDir) -> RunConfig:
 def segments(n_frames: int, per_round: int) -> list[tuple[int, int]]:
     """``[start, stop)`` frame ranges of the rounds; a 1-frame remainder joins the last round."""
     bounds = list(range(0, n_frames, per_round)) + [n_frames]
-    segs = list(zip(bounds[:-1], bounds[1:]))
+    segs = list(zip(bounds[:-1], bounds[1:], strict=True))
     if len(segs) > 1 and segs[-1][1] - segs[-1][0] < 2:
         segs[-2] = (segs[-2][0], n_frames)
         segs.pop()
@@ -458,7 +458,7 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
         "commanded_ate_rmse_m": M.ate_rmse(T_cmd, T_gt),
     })
     kf_est, kf_gt, kf_static = [], [], []
-    for r, g in zip(records, gts):
+    for r, g in zip(records, gts, strict=True):
         kfs = [k for k in r.slam.keyframes if r.slam.tracked[k]]
         if not kfs:
             continue

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spatia_py.geometry import Camera, rotation_angle_deg
+from spatia_py.geometry import Camera, rotation_angle_deg, umeyama
 from spatia_py.memory import SpatialMemory
 
 __all__ = [
@@ -78,40 +78,6 @@ def _ratio(peer: float | None, ours: float | None) -> float | None:
 # --------------------------------------------------------------------------------------------
 # similarity alignment (evaluation of trajectories without a metric frame)
 # --------------------------------------------------------------------------------------------
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity ``dst ≈ s R src + t`` (Umeyama 1991).
-
-    Args:
-        src: ``(N, 3)`` points, e.g. camera centres of a reconstruction in its own frame.
-        dst: ``(N, 3)`` corresponding points, e.g. ground-truth camera centres in the world.
-        with_scale: estimate ``s`` (else ``s = 1``, a rigid alignment).
-
-    Returns:
-        ``(s, R (3, 3), t (3,))``.
-
-    Raises:
-        ValueError: fewer than 3 points, mismatched shapes or a degenerate (collinear) ``src``.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
-        raise ValueError(f"umeyama: src and dst must both be (N, 3), got {src.shape} and {dst.shape}")
-    if len(src) < 3:
-        raise ValueError(f"umeyama: needs at least 3 correspondences, got {len(src)}")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    var_s = float((a**2).sum() / len(src))
-    if var_s <= 1e-18:
-        raise ValueError("umeyama: source points coincide; a similarity is undetermined")
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        D[2, 2] = -1.0
-    R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / var_s) if with_scale else 1.0
-    return s, R, mu_d - s * R @ mu_s
 
 
 def apply_similarity(s: float, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
