@@ -4,7 +4,7 @@
 
 Each round: render the memory along the next segment -> generate a clip with the procedural
 stand-in world model -> visual SLAM on the pixels -> fuse the static part into the memory.
-Runs on CPU in about a minute at the default 256x160 resolution.
+Runs on CPU in about a minute at 320x200.
 """
 
 import argparse
@@ -31,7 +31,7 @@ def main() -> None:
 
     cfg = RunConfig()  # defaults; tweak fields directly, e.g. cfg.memory.voxel_size = 0.02
     cfg.memory.voxel_size = 0.02
-    path = orbit_path([0, 0, 1.2], 1.5, 1.4, args.rounds * args.frames_per_round, width=256, height_px=160,
+    path = orbit_path([0, 0, 1.2], 1.5, 1.4, args.rounds * args.frames_per_round, width=320, height_px=200,
                       degrees=120)
     generator = ProceduralGenerator(cfg.generator.procedural, seed=0)
     slam = VisualSlam(cfg.slam, cfg.memory.voxel_size)

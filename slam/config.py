@@ -64,6 +64,12 @@ class SlamConfig:
     # ---- keyframes and dense depth -----------------------------------------------------------
     keyframe_stride: int = 4
     """Frames between keyframes, counted back from the newest one (see ``keyframe_end_margin``)."""
+    keyframe_stride_unmapped: int = 2
+    """Keyframe stride of a clip the memory barely covers (median coverage of its frames below
+    ``keyframe_unmapped_coverage``): with no memory to confirm swept depth, consecutive keyframes
+    must confirm each other, and sparse ones leave the clip's first frames half empty."""
+    keyframe_unmapped_coverage: float = 0.1
+    """See ``keyframe_stride_unmapped``."""
     keyframe_max_angle_deg: float = 15.0
     """The stride shrinks so consecutive keyframes are at most about this far apart in viewing
     direction (only matters on coarse paths; the evaluation orbit turns 3.5 deg per frame)."""

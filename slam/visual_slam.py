@@ -47,8 +47,8 @@ from slam.features import extract_sift, to_gray
 from slam.mvs import consistency_count, cost_at_depth, neighbour_support, sweep_coarse_to_fine
 from slam.photometric import align_to_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
-from spatia_py.geometry import Camera, invert_pose, rotation_angle_deg
 from spatia_py.conditioning import fill_enclosed_holes
+from spatia_py.geometry import Camera, invert_pose, rotation_angle_deg
 from spatia_py.types import SlamResult
 
 __all__ = ["VisualSlam"]
@@ -626,6 +626,9 @@ class VisualSlam:
         N = len(tracked)
         stride, margin = cfg.keyframe_stride, cfg.keyframe_end_margin
         idx = np.nonzero(tracked)[0]
+        if len(idx) and float(np.median(mem_cov[idx])) < cfg.keyframe_unmapped_coverage:
+            # Little memory to reuse or confirm against: denser keyframes confirm each other.
+            stride = min(stride, cfg.keyframe_stride_unmapped)
         if T_est is not None and len(idx) >= 2:
             steps = [
                 rotation_angle_deg(T_est[a][:3, :3], T_est[b][:3, :3]) for a, b in zip(idx[:-1], idx[1:], strict=True)
@@ -821,6 +824,11 @@ class VisualSlam:
             # Confidence: confirmed by two or more views > by one > only supported by neighbours.
             conf = torch.where(confirmed, (0.6 + 0.2 * n_ok.clamp(max=2).float()) * base, torch.zeros_like(base))
             conf = torch.where(supported, 0.6 * base, conf)
+            d["stats"] = {
+                "good": round(float(d["good"].float().mean()), 3),
+                "confirmed": round(float(confirmed.float().mean()), 3),
+                "supported": round(float(supported.float().mean()), 3),
+            }
             dk = torch.where(confirmed | supported, dk, torch.zeros_like(dk))
             full = F.interpolate(dk[None, None], size=(H, W), mode="nearest")[0, 0].numpy()
             cfull = F.interpolate(conf[None, None], size=(H, W), mode="nearest")[0, 0].numpy()
@@ -839,6 +847,7 @@ class VisualSlam:
             k = e["keyframe"]
             if k in per_kf:
                 e["coverage"] = round(float((depth_out[k] > 0).mean()), 3)
+                e.update(per_kf[k].get("stats", {}))
         info["keyframes"] = kf_info
         return per_kf
 
@@ -858,8 +867,12 @@ class VisualSlam:
             dk = _resize_nearest(depth_out[k], hs, ws)
             if not (dk > 0).any():
                 continue
-            blocked = _resize_nearest(dyn[k].astype(np.float32), hs, ws) > 0
-            blocked = ndimage.binary_dilation(blocked, iterations=2)
+            # Never fill a hole that touches a dynamic region: an actor's mask rarely covers all of
+            # it, and a fill across it would fuse the rest of the actor into the static memory.
+            dyn_s = ndimage.binary_dilation(_resize_nearest(dyn[k].astype(np.float32), hs, ws) > 0, iterations=4)
+            lab, _ = ndimage.label(dk <= 0)
+            touched = np.unique(lab[dyn_s & (lab > 0)])
+            blocked = dyn_s | np.isin(lab, touched[touched > 0])
             _, df, _ = fill_enclosed_holes(
                 np.zeros((hs, ws, 3), np.uint8), dk, np.zeros((hs, ws), np.float32),
                 max_gap_px=max(2, int(round(cfg.depth_fill_max_gap_px * s))), plane_rel_tol=cfg.depth_fill_plane_rel,
