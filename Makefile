@@ -10,7 +10,7 @@ DEV    := $(VENV)/.spatia-dev-installed
 help:
 	@echo "make demo        set up .venv and run configs/demo.yaml into runs/demo"
 	@echo "make test        set up .venv (with dev extras) and run the test suite"
-	@echo "make bench       full benchmark suite into runs/bench (about 30 min)"
+	@echo "make bench       full benchmark suite into runs/bench (about 7 min here)"
 	@echo "make bench-quick quick benchmark smoke run into runs/bench-quick"
 	@echo "make lint        ruff"
 
