@@ -24,7 +24,6 @@ __all__ = [
     "SfmResult",
     "incremental_sfm",
     "align_sim3",
-    "umeyama",
 ]
 
 
@@ -327,20 +326,6 @@ def incremental_sfm(
     has = track_pt >= 0
     point_track[track_pt[has]] = np.nonzero(has)[0]
     return SfmResult(T, registered, points, point_track, info, tracks)
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity ``dst ~ s R src + t`` (least squares, Umeyama 1991); returns ``(s, R, t)``."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.eye(3)
-    if np.linalg.det(U @ Vt) < 0:
-        D[2, 2] = -1
-    R = U @ D @ Vt
-    var = (a**2).sum() / len(src)
-    s = float(np.trace(np.diag(S) @ D) / var) if with_scale and var > 0 else 1.0
-    return s, R, mu_d - s * R @ mu_s
 
 
 def align_sim3(T_cam_world: np.ndarray, s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
