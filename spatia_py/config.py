@@ -185,10 +185,7 @@ def config_from_dict(cls: type, data: Any, where: str = "config") -> Any:
             raise ConfigError(f"{where}: unknown key {key!r}; valid keys are {names}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp) and not isinstance(value, dict):
-            for (section, vtype), expand in _SHORTHANDS.items():
-                if key == section and isinstance(value, vtype):
-                    value = expand(value)
-                    break
+            value = _expand_shorthand(key, value)
         kwargs[key] = _convert(value, tp, f"{where}.{key}")
     return cls(**kwargs)
 
@@ -198,23 +195,24 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _expand_shorthand(section: str, value: Any) -> Any:
+    """``memory: off`` → ``{"enabled": False}``, ``slam: oracle`` → ``{"mode": "oracle"}``; else unchanged."""
+    for (name, vtype), expand in _SHORTHANDS.items():
+        if name == section and isinstance(value, vtype):
+            return expand(value)
+    return value
+
+
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     cur = d
     for k in keys[:-1]:
-        nxt = cur.get(k)
-        if nxt is None or not isinstance(nxt, dict):
-            nxt = {} if nxt is None or not isinstance(nxt, (bool, str)) else _SHORTHANDS_EXPAND(k, nxt)
-            cur[k] = nxt
+        nxt = _expand_shorthand(k, cur.get(k))
+        if not isinstance(nxt, dict):
+            nxt = {}
+        cur[k] = nxt
         cur = nxt
     cur[keys[-1]] = value
-
-
-def _SHORTHANDS_EXPAND(section: str, value: Any) -> dict:
-    for (name, vtype), expand in _SHORTHANDS.items():
-        if name == section and isinstance(value, vtype):
-            return expand(value)
-    return {}
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -148,6 +148,9 @@ class RoundLoop:
         self.path = build_commanded_path(cfg)
         self.segments = segments(len(self.path), cfg.frames_per_round)
         self.records: list[RoundRecord] = []
+        self.estimated_cameras: dict[int, Camera] = {}
+        """Global frame index -> camera at its SLAM-estimated pose."""
+        self.frames_by_index: dict[int, np.ndarray] = {}
         self.memory = SpatialMemory(cfg.memory.voxel_size)
         self.reference_index = ReferenceIndex()
         self.memory_points: list[int] = []
@@ -197,30 +200,24 @@ class RoundLoop:
             log.info("resume: removed leftovers of an interrupted round: %s", ", ".join(p.name for p in removed))
         done = rd.completed_rounds()
         for i in done:
-            self.records.append(rd.read_round(i))
+            self._add_record(rd.read_round(i))
             self.memory_points.append(int(rd.read_round_meta(i)["memory_stats"].get("points", 0)))
             vis = rd.round_dir(i) / "visibility.npz"
             if vis.is_file():
                 z = np.load(vis)
-                self.reference_index.add_arrays(dict(z), self._estimated_cameras())
+                self.reference_index.add_arrays(dict(z), self.estimated_cameras)
         if done:
             self.memory = SpatialMemory.load(rd.memory_version_path(done[-1]))
             log.info("resume: %d completed round(s) restored from %s", len(done), rd.root)
         return len(done)
 
     # helpers -----------------------------------------------------------------------------------
-    def _estimated_cameras(self) -> dict[int, Camera]:
-        out = {}
-        for rec in self.records:
-            for k, cam in enumerate(rec.cameras):
-                out[rec.frame_offset + k] = cam.with_pose(rec.slam.T_world_cam[k])
-        return out
-
-    def _frame(self, frame_index: int) -> np.ndarray:
-        for rec in self.records:
-            if rec.frame_offset <= frame_index < rec.frame_offset + rec.n_frames:
-                return rec.frames[frame_index - rec.frame_offset]
-        raise KeyError(frame_index)
+    def _add_record(self, rec: RoundRecord) -> None:
+        """Keep a round and index its frames and estimated cameras for retrieval (O(frames of the round))."""
+        self.records.append(rec)
+        for k, cam in enumerate(rec.cameras):
+            self.estimated_cameras[rec.frame_offset + k] = cam.with_pose(rec.slam.T_world_cam[k])
+            self.frames_by_index[rec.frame_offset + k] = rec.frames[k]
 
     def _history(self) -> np.ndarray | None:
         k = self.cfg.generator.history_frames
@@ -247,8 +244,8 @@ class RoundLoop:
                 history = set(range(max(0, start - cfg.generator.history_frames), start))
                 conditioning = render_conditioning(
                     renderer, cams, reference_index=self.reference_index,
-                    n_reference_frames=cfg.render.n_reference_frames, frames_by_index=self._frame,
-                    estimated_cameras=self._estimated_cameras(), exclude=history)
+                    n_reference_frames=cfg.render.n_reference_frames, frames_by_index=self.frames_by_index.__getitem__,
+                    estimated_cameras=self.estimated_cameras, exclude=history)
 
         # 2. Generate the clip.
         with timer("generate"):
@@ -304,7 +301,7 @@ class RoundLoop:
         self.memory.save(self.run_dir.memory_version_path(r))
         final = self.run_dir.write_round(rec, fps=self.path.fps)
         np.savez(final / "visibility.npz", **vis_index.to_arrays())
-        self.records.append(rec)
+        self._add_record(rec)
         self.memory_points.append(len(self.memory))
         self._write_cameras()
         if self.logger is not None:

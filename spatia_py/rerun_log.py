@@ -404,6 +404,20 @@ class RerunLogger:
                           [f"| {k} | {r.frame_index} | {r.overlap:.3f} |" for k, r in enumerate(refs)])
         self._log("frames/references/info", rr.TextDocument(table, media_type=rr.MediaType.MARKDOWN))
 
+    def _log_camera(self, path: str, T_world_cam: np.ndarray, cam, plane_distance: float, color, image=None) -> None:
+        """A camera frustum at ``path``. Poses are ``T_world_cam`` (camera-to-world), hence
+        ParentFromChild (world <- camera); cameras are OpenCV: x right, y down, z forward (RDF)."""
+        rr = self._rr
+        T = np.asarray(T_world_cam, dtype=np.float64)
+        self._log(path, rr.Transform3D(translation=T[:3, 3], mat3x3=T[:3, :3],
+                                       relation=rr.TransformRelation.ParentFromChild))
+        pinhole = rr.Pinhole(image_from_camera=cam.K, width=cam.width, height=cam.height,
+                             camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=plane_distance, color=color)
+        if image is None:
+            self._log(f"{path}/image", pinhole)
+        else:
+            self._log(f"{path}/image", pinhole, image)
+
     def _log_frame(self, rec: RoundRecord, i: int) -> None:
         rr = self._rr
         g = rec.frame_offset + i
@@ -411,27 +425,17 @@ class RerunLogger:
         cam = rec.cameras[i]
         T_est = np.asarray(rec.slam.T_world_cam[i], dtype=np.float64)
 
-        # The estimated camera, with its frame, as a frustum. Poses are T_world_cam (camera-to-world),
-        # hence ParentFromChild (world <- camera); the camera is OpenCV: x right, y down, z forward (RDF).
-        self._log("world/camera", rr.Transform3D(translation=T_est[:3, 3], mat3x3=T_est[:3, :3],
-                                                 relation=rr.TransformRelation.ParentFromChild))
+        # The estimated camera, with its frame, as a frustum.
         jpeg = self._jpeg(rec.frames[i])
-        self._log("world/camera/image", rr.Pinhole(image_from_camera=cam.K, width=cam.width, height=cam.height,
-                                                   camera_xyz=rr.ViewCoordinates.RDF,
-                                                   image_plane_distance=self._frustum_m, color=_ESTIMATED_RGB), jpeg)
+        self._log_camera("world/camera", T_est, cam, self._frustum_m, _ESTIMATED_RGB, jpeg)
         self._log("frames/generated", jpeg)
-        # The commanded camera (what the generator was asked for), frustum only. Same conventions.
-        T_cmd = cam.T_world_cam
-        self._log("world/commanded_camera", rr.Transform3D(translation=T_cmd[:3, 3], mat3x3=T_cmd[:3, :3],
-                                                           relation=rr.TransformRelation.ParentFromChild))
-        self._log("world/commanded_camera/image", rr.Pinhole(
-            image_from_camera=cam.K, width=cam.width, height=cam.height, camera_xyz=rr.ViewCoordinates.RDF,
-            image_plane_distance=0.6 * self._frustum_m, color=_COMMANDED_RGB))
+        # The commanded camera (what the generator was asked for), frustum only.
+        self._log_camera("world/commanded_camera", cam.T_world_cam, cam, 0.6 * self._frustum_m, _COMMANDED_RGB)
 
         self._est_centres.append(T_est[:3, 3].copy())
         self._log("world/paths/estimated", rr.LineStrips3D([np.stack(self._est_centres)], colors=[_ESTIMATED_RGB],
                                                            radii=[rr.Radius.ui_points(1.5)]))
-        if i in set(rec.slam.keyframes):
+        if i in rec.slam.keyframes:
             self._keyframe_centres.append(T_est[:3, 3].copy())
             self._log("world/keyframes", rr.Points3D(np.stack(self._keyframe_centres), colors=[_ESTIMATED_RGB],
                                                      radii=[rr.Radius.ui_points(4.0)]))
@@ -458,11 +462,7 @@ class RerunLogger:
         gt = rec.ground_truth
         if gt is not None:
             T_gt = np.asarray(gt.T_world_cam[i], dtype=np.float64)
-            self._log("world/ground_truth/camera", rr.Transform3D(translation=T_gt[:3, 3], mat3x3=T_gt[:3, :3],
-                                                                  relation=rr.TransformRelation.ParentFromChild))
-            self._log("world/ground_truth/camera/image", rr.Pinhole(
-                image_from_camera=cam.K, width=cam.width, height=cam.height, camera_xyz=rr.ViewCoordinates.RDF,
-                image_plane_distance=0.8 * self._frustum_m, color=_GROUND_TRUTH_RGB))
+            self._log_camera("world/ground_truth/camera", T_gt, cam, 0.8 * self._frustum_m, _GROUND_TRUTH_RGB)
             self._gt_centres.append(T_gt[:3, 3].copy())
             self._log("world/ground_truth/path", rr.LineStrips3D([np.stack(self._gt_centres)],
                                                                  colors=[_GROUND_TRUTH_RGB],
