@@ -110,6 +110,9 @@ class SlamConfig:
     """Pixels whose local intensity standard deviation is below this get no depth."""
     mvs_consistency_rel: float = 0.03
     """Relative depth agreement needed between keyframes or with the memory (geometric consistency)."""
+    mvs_average_views: bool = True
+    """A keyframe depth confirmed by other views (keyframes, memory) is replaced by its mean with
+    the depths they imply for it: independent sweeps err independently, so averaging lowers noise."""
     depth_min_m: float = 0.2
     """Nearest depth searched when nothing better is known."""
     depth_max_m: float = 12.0

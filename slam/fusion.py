@@ -12,6 +12,13 @@ from spatia_py.types import SlamResult
 __all__ = ["fuse_clip"]
 
 
+def _splat(memory, cam: Camera, radius_scale: float, max_radius_px: int):
+    from render.splat import render_points
+
+    return render_points(memory.xyz, memory.rgb, cam.K, cam.T_cam_world, cam.width, cam.height,
+                         radius=radius_scale * memory.voxel_size, max_radius_px=max_radius_px)
+
+
 def fuse_clip(
     memory, frames: np.ndarray, result: SlamResult, cameras: list[Camera], round_index: int, cfg: SlamConfig
 ) -> dict:
@@ -41,8 +48,6 @@ def fuse_clip(
     Returns:
         ``{"added", "updated", "removed", "keyframes_fused", "pixels_fused", "pixels_reobserved"}``.
     """
-    from render.splat import render_points
-
     frames = np.asarray(frames)
     N = len(frames)
     if len(cameras) != N or result.T_world_cam.shape[0] != N:
@@ -65,21 +70,18 @@ def fuse_clip(
         if not m.any():
             continue
         again = np.zeros_like(m)
+        known = np.zeros_like(m)
         if len(memory):
             # The conditioning's splat size: pixels it leaves empty are holes worth filling.
-            out = render_points(
-                memory.xyz,
-                memory.rgb,
-                cam.K,
-                cam.T_cam_world,
-                cam.width,
-                cam.height,
-                radius=cfg.render_radius_scale * memory.voxel_size,
-                max_radius_px=cfg.render_max_radius_px,
-            )
+            out = _splat(memory, cam, cfg.render_radius_scale, cfg.render_max_radius_px)
             md = out.depth.numpy()
             ids = out.point_ids.numpy()
             again = m & (md > 0) & (np.abs(depth - md) <= cfg.memory_snap_rel * md)
+            # The surface keyframe depth was snapped to (wider splats, see depth_memory_radius_scale)
+            # also counts as seen again: a gap between the narrow splats is not new surface, and
+            # fusing it would open voxels next to existing ones every time it is seen.
+            wide = _splat(memory, cam, cfg.depth_memory_radius_scale, cfg.render_max_radius_px).depth.numpy()
+            known = m & (wide > 0) & (np.abs(depth - wide) <= cfg.memory_snap_rel * wide)
             # Re-observed surface refines the memory only where the frame shows what the memory
             # holds (the generator followed it). Where it re-sampled the appearance instead,
             # averaging the new colour in would speckle the surface with a mix of two appearances
@@ -102,7 +104,7 @@ def fuse_clip(
                 added += st.added
                 updated += st.updated
                 reobserved += int(again.sum())
-        new = m & ~again
+        new = m & ~again & ~known
         if new.any():
             st = memory.fuse_depth(
                 depth,

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 
 from slam.photometric import scale_K
 
+UNSEEN_ZNCC = -0.4
+"""Score of a source that does not see a hypothesis (see :func:`plane_sweep`)."""
+
 _CHUNK_ELEMS = 400_000
 """Samples per batched grid_sample call (keeps temporaries near cache size)."""
 
@@ -165,11 +168,12 @@ def plane_sweep(
             S, P, H, W
         )
         zncc = _box(warped * ref_n, window)
-        zncc = torch.where(inside, zncc, -1.0)
-        if k < S:
-            best = zncc.topk(k, dim=0).values.mean(0)
-        else:
-            best = zncc.mean(0)
+        # A source that does not see the hypothesis scores UNSEEN_ZNCC among the best top_k: a pixel
+        # near the image border is often seen by fewer than top_k sources, and one strong match
+        # there should still give it depth (with the default cost cut of 0.8 and top_k=2, a single
+        # source must reach ZNCC 0.8); -1 would reject every such pixel.
+        zncc = torch.where(inside, zncc, UNSEEN_ZNCC)
+        best = zncc.topk(k, dim=0).values.mean(0) if k < S else zncc.mean(0)
         costs[j0 : j0 + P] = 1.0 - best
         vis[j0 : j0 + P] = inside.sum(0).to(torch.int8)
     c_best, j_best = costs.min(0)
@@ -292,7 +296,8 @@ def consistency_count(
     others: list[tuple[torch.Tensor, np.ndarray]],
     rel_tol: float = 0.03,
     radius_px: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_mean: bool = False,
+):
     """How many other views' depth maps confirm, and how many contradict, each pixel of ``depth_ref``.
 
     Each reference pixel is lifted, transformed by ``T_other_ref`` and projected into the other
@@ -306,14 +311,21 @@ def consistency_count(
         depth_ref: ``(H, W)`` 0 = unknown.
         others: ``[(depth_other (H, W), T_other_ref (4, 4)), ...]``.
 
+    With ``return_mean`` a third map is returned: each pixel's depth averaged with the depths the
+    agreeing views imply for it (a view that sees the point at its own depth ``d`` where the
+    reference puts it at ``z`` implies ``depth_ref * d / z``). Independent sweeps err independently,
+    so the mean of ``n`` agreeing views is about ``sqrt(n)`` times less noisy than one sweep.
+
     Returns:
-        ``(agree, violate)``: ``int32 (H, W)`` view counts (0 where ``depth_ref`` is 0).
+        ``(agree, violate)``: ``int32 (H, W)`` view counts (0 where ``depth_ref`` is 0), plus
+        ``mean_depth (H, W)`` with ``return_mean``.
     """
     H, W = depth_ref.shape
     rays = _rays(K, H, W).float()
     X = rays * depth_ref[..., None]
     count = torch.zeros((H, W), dtype=torch.int32)
     violate = torch.zeros((H, W), dtype=torch.int32)
+    ratio_sum = torch.zeros((H, W))
     Kt = torch.from_numpy(K).float()
     for d_o, T in others:
         Tt = torch.from_numpy(np.asarray(T)).float()
@@ -324,17 +336,31 @@ def consistency_count(
         v = torch.round(Kt[1, 1] * Xo[..., 1] / zs + Kt[1, 2]).long()
         hit = torch.zeros((H, W), dtype=torch.bool)
         beyond = torch.ones((H, W), dtype=torch.bool)
-        for dv in range(-radius_px, radius_px + 1):
-            for du in range(-radius_px, radius_px + 1):
-                uu, vv = u + du, v + dv
-                ok = (z > 1e-6) & (uu >= 0) & (uu < W) & (vv >= 0) & (vv < H)
-                d = d_o[vv.clamp(0, H - 1), uu.clamp(0, W - 1)]
-                hit |= ok & (d > 0) & ((d - z).abs() <= rel_tol * z)
-                beyond &= ok & (d > z * (1 + 2 * rel_tol))
+        # The agreeing depth nearest the projection (centre first, then the ring) feeds the mean.
+        implied = torch.zeros((H, W))
+        for dv, du in sorted(
+            ((dv, du) for dv in range(-radius_px, radius_px + 1) for du in range(-radius_px, radius_px + 1)),
+            key=lambda o: o[0] ** 2 + o[1] ** 2,
+        ):
+            uu, vv = u + du, v + dv
+            ok = (z > 1e-6) & (uu >= 0) & (uu < W) & (vv >= 0) & (vv < H)
+            d = d_o[vv.clamp(0, H - 1), uu.clamp(0, W - 1)]
+            agree = ok & (d > 0) & ((d - z).abs() <= rel_tol * z)
+            if return_mean:
+                implied = torch.where(agree & ~hit, d / torch.where(agree, z, torch.ones_like(z)), implied)
+            hit |= agree
+            beyond &= ok & (d > z * (1 + 2 * rel_tol))
         count += hit.int()
         violate += (beyond & ~hit).int()
+        if return_mean:
+            ratio_sum = ratio_sum + implied
     zero = torch.zeros_like(count)
-    return torch.where(depth_ref > 0, count, zero), torch.where(depth_ref > 0, violate, zero)
+    agree_out = torch.where(depth_ref > 0, count, zero)
+    violate_out = torch.where(depth_ref > 0, violate, zero)
+    if not return_mean:
+        return agree_out, violate_out
+    mean = depth_ref * (1.0 + ratio_sum) / (1.0 + agree_out.float())
+    return agree_out, violate_out, torch.where(depth_ref > 0, mean, torch.zeros_like(mean))
 
 
 def neighbour_support(

@@ -473,6 +473,16 @@ class VisualSlam:
             with timer("sfm"):
                 T_w = self._refine_with_priors(feats, rec, Ks, T_w, points, T_cmd, reg)
         for i in np.nonzero(reg & ~tracked)[0]:
+            # The same plausibility bound as tracking against the memory: a clip reconstruction can
+            # register a frame wrongly (few, repetitive matches), and that must be a reported failure.
+            dt = float(np.linalg.norm(T_w[i][:3, 3] - T_cmd[i][:3, 3]))
+            dr = rotation_angle_deg(T_w[i][:3, :3], T_cmd[i][:3, :3])
+            if dt > cfg.max_correction_m or dr > cfg.max_correction_deg:
+                info["failures"][str(int(i))] = (
+                    f"clip reconstruction placed it {dt:.2f} m / {dr:.1f} deg from the commanded pose "
+                    "(beyond slam.max_correction_m/deg)"
+                )
+                continue
             T_est[i] = T_w[i]
             tracked[i] = True
             how[i] = "clip"
@@ -814,7 +824,11 @@ class VisualSlam:
                 md = torch.from_numpy(d["mem_depth"])[None, None]
                 others.append((F.interpolate(md, size=(hs, ws), mode="nearest")[0, 0], np.eye(4)))
             if others:
-                n_ok, n_bad = consistency_count(dk, Ks, others, rel_tol=cfg.mvs_consistency_rel, radius_px=1)
+                n_ok, n_bad, d_mean = consistency_count(
+                    dk, Ks, others, rel_tol=cfg.mvs_consistency_rel, radius_px=1, return_mean=True
+                )
+                if cfg.mvs_average_views:
+                    dk = d_mean
             else:
                 n_ok = n_bad = torch.zeros(dk.shape, dtype=torch.int32)
             # Confirmed by another view and not seen through by more views than confirm it.

@@ -392,3 +392,18 @@ def test_cost_at_depth_prefers_true_depth():
     assert float(tex[inner].mean()) > 0.01
     c_none, _ = cost_at_depth(ref, src, K, T, np.zeros((H, W), np.float32), scale=1.0)
     assert bool((c_none == 2.0).all())
+
+
+def test_consistency_mean_averages_agreeing_views_only():
+    import torch
+
+    from slam.mvs import consistency_count
+
+    K = np.array([[50.0, 0, 15.5], [0, 50.0, 11.5], [0, 0, 1]])
+    d = torch.full((24, 32), 2.0)
+    agree = torch.full((24, 32), 2.04)  # 2 % deeper: within rel_tol 0.03
+    far = torch.full((24, 32), 3.0)  # seen through: a violation, not part of the mean
+    n_ok, n_bad, mean = consistency_count(d, K, [(agree, np.eye(4)), (far, np.eye(4))], rel_tol=0.03,
+                                          return_mean=True)
+    assert (n_ok == 1).all() and (n_bad[1:-1, 1:-1] == 1).all()  # the border ring lacks a full neighbourhood
+    assert torch.allclose(mean, torch.full_like(d, 2.02), atol=1e-5)
