@@ -118,7 +118,9 @@ class MemoryRenderer:
     """Renders one memory state from many cameras, converting its arrays to torch once."""
 
     def __init__(self, memory: SpatialMemory, *, radius_scale: float = 0.5, max_radius_px: int = 3,
-                 min_confidence: float = 0.0):
+                 min_confidence: float = 0.0, blend_colours: bool = False, blend_depth_tol_rel: float = 0.03):
+        """``blend_colours``: colour pixels by :func:`render.blend.blend_front_colours` (occlusion,
+        depth, validity and ids stay those of the hard z-buffer render)."""
         import torch
 
         keep = None
@@ -132,10 +134,13 @@ class MemoryRenderer:
         self.rgb = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.uint8))
         self.radius = float(radius_scale * memory.voxel_size)
         self.max_radius_px = int(max_radius_px)
+        self.blend_colours = bool(blend_colours)
+        self.blend_depth_tol_rel = float(blend_depth_tol_rel)
 
-    def render(self, camera: Camera) -> dict:
+    def render(self, camera: Camera, *, colours: bool = True) -> dict:
         """``{"rgb" uint8 (H,W,3), "depth" float32 (H,W), "validity" float32 (H,W), "point_ids" int64 (H,W)}``;
-        ``point_ids`` index rows of the memory (-1 = empty)."""
+        ``point_ids`` index rows of the memory (-1 = empty). ``colours=False`` skips the colour
+        blend (for callers that only need geometry or ids)."""
         from render.splat import render_points
 
         H, W = camera.height, camera.width
@@ -147,12 +152,18 @@ class MemoryRenderer:
         ids = out.point_ids.numpy()
         if self.index is not None:
             ids = np.where(ids >= 0, self.index[np.clip(ids, 0, None)], -1)
-        return {"rgb": out.rgb.numpy(), "depth": out.depth.numpy(), "validity": out.validity.numpy(),
-                "point_ids": ids}
+        rgb = out.rgb.numpy()
+        if colours and self.blend_colours:
+            from render.blend import blend_front_colours
+
+            rgb = blend_front_colours(self.xyz.numpy(), self.rgb.numpy(), camera.K, camera.T_cam_world,
+                                      out.depth.numpy(), radius=self.radius, max_radius_px=self.max_radius_px,
+                                      depth_tol_rel=self.blend_depth_tol_rel)
+        return {"rgb": rgb, "depth": out.depth.numpy(), "validity": out.validity.numpy(), "point_ids": ids}
 
     def visible_keys(self, camera: Camera) -> np.ndarray:
         """Sorted unique visibility cells (:func:`visibility_cells`) of the memory seen in ``camera``."""
-        return visibility_cells(self.memory, self.render(camera)["point_ids"])
+        return visibility_cells(self.memory, self.render(camera, colours=False)["point_ids"])
 
 
 @dataclass

@@ -109,6 +109,16 @@ class RenderConfig:
     """Largest splat half-size in pixels (keeps close-up points from flooding the image)."""
     n_reference_frames: int = 2
     """Past frames retrieved by visibility overlap and passed to the generator."""
+    blend_colours: bool = False
+    """Colour the conditioning by the Gaussian-weighted mean of all front-surface points covering
+    each pixel (``render/blend.py``) instead of the single z-buffer winner; occlusion, depth and
+    validity are unchanged; ~0.1 s per 512x320 frame. Off by default: measured on the loop preset it
+    lifts oracle revisit PSNR 31.4 -> 32.5 dB but leaves visual SLAM's at 22.8 dB, and on
+    slam-eval it raises visual ATE from 0.83 to 1.87 cm (SLAM's tracking template is the hard
+    render, and a generator that copies blended colours no longer looks like it). ``spatia render``
+    blends unless given ``--hard``."""
+    blend_depth_tol_rel: float = 0.03
+    """Points within this fraction of a pixel's z-buffer depth count as its front surface."""
 
 
 @dataclass
@@ -278,3 +288,5 @@ def validate_config(cfg: RunConfig) -> None:
     need(cfg.generator.procedural.n_actors >= 0, "generator.procedural.n_actors must be >= 0")
     need(cfg.render.max_radius_px >= 0, "render.max_radius_px must be >= 0")
     need(cfg.render.n_reference_frames >= 0, "render.n_reference_frames must be >= 0")
+    need(cfg.render.blend_depth_tol_rel >= 0,
+         f"render.blend_depth_tol_rel must be >= 0 (a fraction of depth), got {cfg.render.blend_depth_tol_rel}")

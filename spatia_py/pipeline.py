@@ -240,7 +240,9 @@ class RoundLoop:
             if cfg.memory.enabled and len(self.memory):
                 renderer = MemoryRenderer(self.memory, radius_scale=cfg.render.radius_scale,
                                           max_radius_px=cfg.render.max_radius_px,
-                                          min_confidence=cfg.memory.min_confidence)
+                                          min_confidence=cfg.memory.min_confidence,
+                                          blend_colours=cfg.render.blend_colours,
+                                          blend_depth_tol_rel=cfg.render.blend_depth_tol_rel)
                 history = set(range(max(0, start - cfg.generator.history_frames), start))
                 conditioning = render_conditioning(
                     renderer, cams, reference_index=self.reference_index,
