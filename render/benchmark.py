@@ -5,8 +5,10 @@ inside; splat radius 0.75 cm (``0.75 * voxel_size``), ``max_radius_px=3`` — wh
 renders. Both renderers get the same points, intrinsics and world-to-camera transform in one run;
 times are medians after warm-up. The scene's points are stored face by face, like a fused memory
 (spatially coherent), which lets whole blocks of points be culled; ``ms_median_shuffled`` times the
-same points in random order, where none can. The fast path is also checked to be identical to
-``render.reference`` on a subset of the visible points (the reference is a Python loop).
+same points in random order, where none can. ``two_thread_renders`` is the fraction of our renders
+in which a second thread took part (only while a second core is free, see ``render/splat.py``).
+The fast path is also checked to be identical to ``render.reference`` on a subset of the visible
+points (the reference is a Python loop).
 
     python -m render.benchmark [--points 1000000] [--repeats 20] [--width 512 --height 320]
 
@@ -25,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from render import splat
 from render.reference import render_points_reference
 from render.splat import render_points
 
@@ -94,7 +97,10 @@ def room_camera(width: int, height: int, fov_x_deg: float = 70.0) -> tuple[np.nd
     return K, T_cam_world
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+_WARMUP = 3
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = _WARMUP) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -128,11 +134,14 @@ def run(
             xyz_t, rgb_t, K, T_cam_world, width, height, radius=radius, max_radius_px=max_radius_px, far=far
         )
 
+    helped_before = splat._HELPER.renders_helped
     ms = _median_ms(ours, repeats)
+    helped = splat._HELPER.renders_helped - helped_before
     out = ours()
     # The same points in random order: no block of points can be culled as a whole.
     order = np.random.default_rng(seed + 2).permutation(points)
     xyz_shuffled, rgb_shuffled = torch.from_numpy(xyz[order]), torch.from_numpy(rgb[order])
+    helped_before = splat._HELPER.renders_helped
     ms_shuffled = _median_ms(
         lambda: render_points(
             xyz_shuffled,
@@ -147,6 +156,7 @@ def run(
         ),
         repeats,
     )
+    helped_shuffled = splat._HELPER.renders_helped - helped_before
 
     pcd = o3d.t.geometry.PointCloud(o3d.core.Tensor(xyz))
     pcd.point.colors = o3d.core.Tensor(rgb.astype(np.float32) / 255.0)
@@ -190,6 +200,8 @@ def run(
         "reference_points": int(len(subset)),
         "reference_s": round(reference_s, 3),
         "repeats": repeats,
+        "two_thread_renders": round(helped / (repeats + _WARMUP), 2),
+        "two_thread_renders_shuffled": round(helped_shuffled / (repeats + _WARMUP), 2),
         "torch_threads": torch.get_num_threads(),
     }
 

@@ -13,7 +13,7 @@ reordered operations); ``round`` is round-half-to-even (``np.rint``); ``(x, y, z
 2. ``h_i = ((M[i,0] * x + M[i,1] * y) + M[i,2] * z) + M[i,3]`` for ``i = 0, 1, 2``.
    ``z_c = h_2`` is the point's depth (camera z; ``K``'s last row is ``[0, 0, 1]``).
 3. The point is rendered only if ``near <= z_c <= far`` (exact comparison; ``far=None``: no upper
-   bound; NaN never passes).
+   bound, but a point with ``z_c = inf`` (float32 overflow) never wins a pixel; NaN never passes).
 4. Its pixel is ``(col, row) = (round(h_0 / z_c), round(h_1 / z_c))``: the nearest pixel centre.
 5. Footprint half-size ``r = clamp(round((fx * radius) / z_c), 0, max_radius_px)`` with
    ``fx = float32(K[0, 0])`` and ``radius`` in float32 (``radius=None``: ``r = 0``). The point
@@ -24,24 +24,43 @@ reordered operations); ``round`` is round-half-to-even (``np.rint``); ``(x, y, z
 
 How it is fast
 --------------
-A pixel's winner is the minimum of the 64-bit key ``(float32 bits of z_c) << 32 | index``
-(positive floats order like their bit patterns), so the depth test with its tie-break is one
-``torch.scatter_reduce(amin)``. Each point is scattered once, at its centre pixel, into the plane
-of its footprint size ``r`` (planes padded by ``max_radius_px`` so off-screen centres still reach
-the image). A ``(2r+1)^2`` square splat is a ``2r+1`` box min-filter of such a plane, box filters
-compose (``F_a(F_b(p)) = F_{a+b}(p)``) and distribute over ``min``, so all planes fold into one
-with a 3x3 min-filter per radius step: ``acc = min(plane_r, F_1(acc))`` from the largest ``r`` down.
+A pixel's winner is the minimum of the 64-bit key ``(float32 bits of z_c) << 32 | slot``
+(positive floats order like their bit patterns; a point's *slot* is its rank among the rendered
+points in point order, so it breaks ties like the index), and the depth test with its tie-break is
+one ``torch.scatter_reduce(amin)``. Each point is scattered once, at its centre pixel, into the
+plane of its footprint size ``r`` (planes padded by ``max_radius_px`` so off-screen centres still
+reach the image). A ``(2r+1)^2`` square splat is a ``2r+1`` box min-filter of such a plane, box
+filters compose (``F_a(F_b(p)) = F_{a+b}(p)``) and distribute over ``min``, so all planes fold into
+one with a 3x3 min-filter per radius step: ``acc = min(plane_r, F_1(acc))`` from the largest ``r``
+down, each filter four ``np.minimum`` over whole flattened planes.
 
-Per-point work runs in numpy on cache-sized blocks of points, single-threaded by construction:
-torch's element-wise CPU ops open an OpenMP region per op, and where the cores are shared with
-other jobs every region waits for its slowest thread (measured 10-100x slower per op under load),
-while one thread does a pass over 1M points in a few milliseconds. A block whose bounding box lies
-outside the view (a conservative plane test, see ``_BoxCuller``) is skipped whole, which pays off
-for memories stored in spatially coherent order (fused frame by frame).
+Per-point work (steps 1-4) runs in numpy on blocks of 64k points, with every pass over a block a
+single vectorised operation: a transposing copy, the projection as written, two divisions and six
+comparisons of the quotients and depth against precomputed float32 bounds (equivalent to testing
+the rounded pixel, see ``_rint_bounds``), and a compaction of the rendered points. Before that, the
+bounding boxes of 8k-point chunks are tested against the view (a conservative plane test, see
+``_BoxCuller``) and chunks outside it skipped, which pays off for memories stored in spatially
+coherent order (fused frame by frame); points in random order never cull, so after three
+fruitless tests in a row the test backs off. The rendered points (a few per cent to all of them)
+are splatted in batches of ~100k, and their colours gathered per batch in point order into
+aligned per-slot arrays, from which the per-pixel colour gather at the end is cheap.
+
+No torch element-wise ops: they open an OpenMP region per op, and where the cores are shared with
+other jobs every region waits for its slowest thread (measured 10-100x slower per op under load).
+Instead, when a second core is free, a second Python thread claims blocks too (numpy releases the
+GIL inside each operation, and the only synchronisation is one wait per render); renders in which
+the two threads do not actually run in parallel switch it off for a while (``_HelperThread``).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +71,20 @@ __all__ = ["RenderOutput", "render_points", "render_points_batch", "check_render
 
 _EMPTY_KEY = np.iinfo(np.int64).max
 _LOW_32_BITS = 0xFFFFFFFF
-_BLOCK_POINTS = 32768
-"""Points per block: a block's float32 temporaries (~1 MB in all) stay in L2 cache."""
+_HIGH_WORD = 1 if sys.byteorder == "little" else 0
+"""Index of an int64's high 32 bits in its view as two int32s."""
+_BLOCK_POINTS = 65536
+"""Points per block: numpy's per-call overhead stays small and a block's temporaries (~2 MB) in cache."""
+_CULL_POINTS = 8192
+"""Points per bounding box tested by the culler: finer boxes cull more of a coherent memory."""
+_FLUSH_POINTS = 131072
+"""Rendered points collected before they are splatted together."""
+_MAX_UNCULLED_BLOCKS = 4
+"""Most blocks processed in a row without a culling test once tests keep failing."""
+_MIN_PARALLELISM = 1.3
+"""CPU-seconds per second the two projecting threads must reach for the helper thread to stay on."""
+_HELPER_BACKOFF_RENDERS = 8
+"""Renders without the helper thread after one in which it did not run in parallel."""
 
 
 @dataclass
@@ -196,14 +227,36 @@ def check_render_inputs(
 
 def _float32_at_least(value: float) -> np.float32:
     """Smallest float32 >= ``value``: for float32 ``z``, ``z >= value`` iff ``z >= result``."""
-    f = np.float32(value)
+    with np.errstate(over="ignore"):  # beyond the float32 range: inf
+        f = np.float32(value)
     return f if float(f) >= value else np.nextafter(f, np.float32(np.inf))
 
 
 def _float32_at_most(value: float) -> np.float32:
     """Largest float32 <= ``value``: for float32 ``z``, ``z <= value`` iff ``z <= result``."""
-    f = np.float32(value)
+    with np.errstate(over="ignore"):  # beyond the float32 range: inf, stepped back below
+        f = np.float32(value)
     return f if float(f) <= value else np.nextafter(f, np.float32(-np.inf))
+
+
+def _rint_bounds(lo: int, hi: int) -> tuple[np.float32, np.float32]:
+    """Float32 ``(a, b)`` with ``lo <= round(u) <= hi`` iff ``a <= u <= b`` for float32 ``u`` (half to even).
+
+    ``round`` is monotonic, so the set is an interval; its ends lie within an ulp or two of
+    ``lo - 0.5`` and ``hi + 0.5`` (``|lo|, |hi| < 2**24``), and the loops step onto them exactly.
+    """
+    down, up = np.float32(-np.inf), np.float32(np.inf)
+    a = np.float32(lo - 0.5)
+    while np.rint(np.nextafter(a, down)) >= lo:
+        a = np.nextafter(a, down)
+    while np.rint(a) < lo:
+        a = np.nextafter(a, up)
+    b = np.float32(hi + 0.5)
+    while np.rint(np.nextafter(b, up)) <= hi:
+        b = np.nextafter(b, up)
+    while np.rint(b) > hi:
+        b = np.nextafter(b, down)
+    return a, b
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,93 +322,247 @@ def render_points(
     n_points = xyz_np.shape[0]
     if n_points == 0:
         return _empty_output(W, H)
-    M = (K64 @ T64[:3, :]).astype(np.float32)
-    fx = np.float32(K64[0, 0])
-    radius_np = None if radius is None else _to_numpy(radius)
-    if radius_np is not None and radius_np.shape == ():
-        fx_radius = fx * np.float32(radius_np)  # float32 product, as in the per-point case
-    near32 = _float32_at_least(near)
-    far32 = np.float32(np.finfo(np.float32).max) if far is None else _float32_at_most(far)
-    # Centres further than R pixels outside the image cannot reach it.
-    col_lo, col_hi = np.float32(-R), np.float32(W - 1 + R)
-    row_lo, row_hi = np.float32(-R), np.float32(H - 1 + R)
+    M64 = K64 @ T64[:3, :]
+    block = min(_BLOCK_POINTS, n_points)
+    n_blocks = -(-n_points // block)
+    claims = itertools.count()  # next() is atomic under the GIL: each block goes to one thread
+    projected: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
 
-    pad_w, pad_h = W + 2 * R, H + 2 * R
-    plane = pad_w * pad_h
-    n_planes = R + 1 if radius is not None else 1
-    # Planes are filled on first use: most renders touch one or two footprint sizes.
-    planes = np.empty(n_planes * plane, dtype=np.int64)
-    planes_t = torch.from_numpy(planes)
-    points_per_radius = np.zeros(n_planes, dtype=np.int64)
+    splatter = _Splatter(W, H, R, np.float32(K64[0, 0]), None if radius is None else _to_numpy(radius))
+    survivors = _Survivors(_FLUSH_POINTS, splatter, rgb_np)
+    appended = 0  # blocks handed to the survivors, in block order so that slots follow the point order
 
-    block = min(_BLOCK_POINTS, max(n_points, 1))
-    coords = np.empty((3, block), dtype=np.float32)
-    h_buf = np.empty((3, block), dtype=np.float32)
-    tmp_buf = np.empty(block, dtype=np.float32)
-    keep_buf = np.empty(block, dtype=bool)
-    test_buf = np.empty(block, dtype=bool)
+    def append_projected() -> None:
+        nonlocal appended
+        while appended in projected:
+            for uvz, index in projected.pop(appended):
+                survivors.add(uvz, index)
+            appended += 1
 
-    culler = _BoxCuller(K64 @ T64[:3, :], W, H, R, near, far)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # non-finite points fail the tests
-        for start in range(0, n_points, block):
-            n = min(block, n_points - start)
-            c = coords[:, :n]
-            np.copyto(c, xyz_np[start : start + n].T, casting="same_kind")  # transpose (and cast float64)
-            if culler.outside(c.min(axis=1).astype(np.float64), c.max(axis=1).astype(np.float64)):
-                continue
-            x, y, z = c
-            h0, h1, z_c = h_buf[0, :n], h_buf[1, :n], h_buf[2, :n]
-            tmp, keep, test = tmp_buf[:n], keep_buf[:n], test_buf[:n]
-            for i, h in ((2, z_c), (0, h0), (1, h1)):
-                np.multiply(x, M[i, 0], out=h)
-                h += np.multiply(y, M[i, 1], out=tmp)
-                h += np.multiply(z, M[i, 2], out=tmp)
-                h += M[i, 3]
-            col = np.rint(np.divide(h0, z_c, out=h0), out=h0)
-            row = np.rint(np.divide(h1, z_c, out=h1), out=h1)
+    def project_blocks(after_each: Callable[[], None] | None = None) -> float:
+        """Claim and project blocks until none is left; return this thread's CPU seconds."""
+        cpu_start = time.thread_time()
+        projector = _Projector(M64, W, H, R, near, far, block)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # non-finite points fail the tests
+            while (i := next(claims)) < n_blocks:
+                projected[i] = projector.project(xyz_np, i * block, min((i + 1) * block, n_points))
+                if after_each is not None:
+                    after_each()
+        return time.thread_time() - cpu_start
 
-            np.greater_equal(z_c, near32, out=keep)  # NaN fails every comparison
-            keep &= np.less_equal(z_c, far32, out=test)
-            keep &= np.greater_equal(col, col_lo, out=test)
-            keep &= np.less_equal(col, col_hi, out=test)
-            keep &= np.greater_equal(row, row_lo, out=test)
-            keep &= np.less_equal(row, row_hi, out=test)
-            local = np.flatnonzero(keep)
-            if local.size == 0:
-                continue
-            z_k = z_c.take(local)
-            flat = row.take(local).astype(np.int64)
-            flat *= pad_w
-            flat += col.take(local).astype(np.int64)
-            flat += R * pad_w + R
-            keys = z_k.view(np.int32).astype(np.int64)
-            keys <<= 32
-            keys |= local
-            keys += start  # the low word holds the global point index (< 2**31, so no carry)
+    if n_blocks > 1:  # this thread splats what is ready between its blocks
+        _HELPER.run_alongside(lambda: project_blocks(append_projected), project_blocks)
+    else:
+        project_blocks()
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        append_projected()
+        survivors.flush()
+    best = splatter.fold()
+    if best is None:
+        return _empty_output(W, H)
+    return _unpack(best, *survivors.gathered(), None if weights is None else _to_numpy(weights))
 
-            if n_planes > 1:
-                if radius_np.shape == ():
-                    r_px = np.divide(fx_radius, z_k)
-                else:
-                    r_px = np.multiply(fx, radius_np[start : start + n].take(local).astype(np.float32))
-                    np.divide(r_px, z_k, out=r_px)
-                r_int = np.clip(np.rint(r_px, out=r_px), 0, R, out=r_px).astype(np.int64)
-                block_counts = np.bincount(r_int, minlength=n_planes)
-                r_int *= plane
-                flat += r_int
+
+class _Projector:
+    """Rule steps 1-4 for blocks of points: which are rendered, with their depth and pixel.
+
+    Owns the float32 scratch buffers of one block (``(3, block)`` coordinates and projections).
+    """
+
+    def __init__(self, M64: np.ndarray, width: int, height: int, pad: int, near: float, far: float | None, block: int):
+        M = M64.astype(np.float32)
+        # Rows in the order of the scratch buffer: h_0 (then col), h_1 (then row), z_c.
+        self.coefficients = [tuple(np.float32(m) for m in M[i]) for i in (0, 1, 2)]
+        self.near = _float32_at_least(near)
+        # z_c = inf never wins a pixel in the reference (its z-buffer starts at inf): test it even for far=None.
+        self.far = np.float32(np.finfo(np.float32).max) if far is None else _float32_at_most(far)
+        # Centres further than ``pad`` pixels outside the image cannot reach it; testing the
+        # quotient against these bounds is the same as testing its rounded value.
+        self.col_bounds = _rint_bounds(-pad, width - 1 + pad)
+        self.row_bounds = _rint_bounds(-pad, height - 1 + pad)
+        self.culler = _BoxCuller(M64, width, height, pad, near, far)
+        self.cull_misses = 0  # blocks in a row in which the culler skipped nothing
+        self.unculled_blocks = 0  # blocks still to process without asking the culler
+        self.coords = np.empty((3, block), dtype=np.float32)
+        self.h = np.empty((3, block), dtype=np.float32)
+        self.tmp = np.empty(block, dtype=np.float32)
+        self.keep = np.empty(block, dtype=bool)
+        self.test = np.empty(block, dtype=bool)
+
+    def project(self, xyz: np.ndarray, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The rendered points among ``xyz[start:stop]`` (float32 or float64 ``(P, 3)``), in point order:
+        ``[(uvz float32 (3, m), index int64 (m,)), ...]``, ``uvz`` holding ``h_0 / z_c``, ``h_1 / z_c``, ``z_c``."""
+        n = stop - start
+        c = self.coords[:, :n]
+        np.copyto(c, xyz[start:stop].T, casting="same_kind")  # transpose (and cast float64)
+        if self.unculled_blocks:
+            self.unculled_blocks -= 1
+            runs = [(0, n)]
+        else:
+            runs = self.culler.runs_in_view(c, min(_CULL_POINTS, n))
+            # Points in no spatial order (every box spans the scene) never cull: back off
+            # exponentially (up to _MAX_UNCULLED_BLOCKS) after three fruitless tests in a row.
+            self.cull_misses = self.cull_misses + 1 if runs == [(0, n)] else 0
+            if self.cull_misses >= 3:
+                self.unculled_blocks = min(2 ** (self.cull_misses - 3), _MAX_UNCULLED_BLOCKS)
+        return [part for lo, hi in runs if (part := self._project_run(c[:, lo:hi], start + lo)) is not None]
+
+    def _project_run(self, c: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray] | None:
+        n = c.shape[1]
+        x, y, z = c
+        h, tmp = self.h[:, :n], self.tmp[:n]
+        for out, (m0, m1, m2, m3) in zip(h, self.coefficients, strict=True):  # ((m0 x + m1 y) + m2 z) + m3
+            np.multiply(x, m0, out=out)
+            np.add(out, np.multiply(y, m1, out=tmp), out=out)
+            np.add(out, np.multiply(z, m2, out=tmp), out=out)
+            np.add(out, m3, out=out)
+        u, v, z_c = h
+        np.divide(u, z_c, out=u)
+        np.divide(v, z_c, out=v)
+        keep, test = self.keep[:n], self.test[:n]
+        np.greater_equal(z_c, self.near, out=keep)  # NaN fails every comparison
+        keep &= np.less_equal(z_c, self.far, out=test)
+        keep &= np.greater_equal(u, self.col_bounds[0], out=test)
+        keep &= np.less_equal(u, self.col_bounds[1], out=test)
+        keep &= np.greater_equal(v, self.row_bounds[0], out=test)
+        keep &= np.less_equal(v, self.row_bounds[1], out=test)
+        local = np.flatnonzero(keep)
+        return (h.take(local, axis=1), local + offset) if local.size else None
+
+
+class _Survivors:
+    """Rendered points ``(h_0 / z_c, h_1 / z_c, z_c, index)``, splatted in large batches.
+
+    Splatting a few 100k points at once instead of each block's few thousand saves the per-call
+    overhead of a dozen numpy operations per block. Each rendered point gets a *slot*, its rank
+    among the rendered points; points are added in point order, so slots break depth ties like the
+    point index. The keys carry slots, and the colours are gathered per batch in slot order
+    (ascending point indices: a forward sweep through ``rgb``) into aligned per-slot arrays, from
+    which the per-pixel gather at the end is fast; gathering per pixel straight from ``rgb`` reads
+    it in random order, 3-byte item by 3-byte item.
+    """
+
+    def __init__(self, capacity: int, splatter: _Splatter, rgb: np.ndarray):
+        self.capacity = capacity
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.count = 0
+        self.splatter = splatter
+        self.colours = np.ascontiguousarray(rgb).view(np.dtype((np.void, 3))).reshape(-1)
+        self.slots = 0
+        self.index_parts: list[np.ndarray] = []
+        self.red_green_parts: list[np.ndarray] = []
+        self.blue_parts: list[np.ndarray] = []
+
+    def add(self, uvz: np.ndarray, index: np.ndarray) -> None:
+        """Add points ``uvz float32 (3, m)``, ``index int64 (m,)`` (from :meth:`_Projector.project`)."""
+        self.parts.append((uvz, index))
+        self.count += index.size
+        if self.count >= self.capacity:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        if len(self.parts) == 1:
+            ((uvz, index),) = self.parts
+        else:
+            uvz = np.concatenate([p[0] for p in self.parts], axis=1)
+            index = np.concatenate([p[1] for p in self.parts])
+        n = index.size
+        u, v, z = uvz  # uvz is ours: splat may overwrite it
+        self.splatter.splat(z, u, v, np.arange(self.slots, self.slots + n), index)
+        colours = self.colours.take(index).view(np.uint8).reshape(n, 3)
+        self.index_parts.append(index)
+        red_green = np.empty(n, dtype=np.uint16)
+        np.copyto(red_green, np.ndarray((n,), np.uint16, buffer=colours, strides=(3,)))  # unaligned view
+        self.red_green_parts.append(red_green)
+        self.blue_parts.append(np.ascontiguousarray(colours[:, 2]))
+        self.slots += n
+        self.parts, self.count = [], 0
+
+    def gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot: point index ``int64 (S,)``, red and green ``uint16 (S,)`` (native order), blue ``uint8 (S,)``."""
+        parts = (self.index_parts, self.red_green_parts, self.blue_parts)
+        if len(self.index_parts) == 1:
+            return tuple(p[0] for p in parts)
+        return tuple(np.concatenate(p) for p in parts)
+
+
+class _Splatter:
+    """Rule steps 5-6: per-radius planes of minimum keys, folded into one image of keys."""
+
+    def __init__(self, width: int, height: int, pad: int, fx: np.float32, radius: np.ndarray | None):
+        self.width, self.height, self.pad = width, height, pad
+        self.pad_w, self.pad_h = width + 2 * pad, height + 2 * pad
+        self.plane = self.pad_w * self.pad_h
+        self.n_planes = pad + 1 if radius is not None and pad > 0 else 1
+        self.fx, self.radius = fx, radius
+        if radius is not None and radius.shape == ():
+            self.fx_radius = fx * np.float32(radius)  # float32 product, as in the per-point case
+        # Pixel arithmetic on integers is exact in float32 below 2**24, else in float64.
+        self.index_dtype = np.float32 if self.n_planes * self.plane <= 2**24 else np.float64
+        # Planes are filled on first use: most renders touch one or two footprint sizes.
+        self.planes = np.empty(self.n_planes * self.plane, dtype=np.int64)
+        self.planes_t = torch.from_numpy(self.planes)
+        self.filled = np.zeros(self.n_planes, dtype=bool)
+
+    def splat(self, z: np.ndarray, u: np.ndarray, v: np.ndarray, slot: np.ndarray, index: np.ndarray) -> None:
+        """Scatter ``k`` points: depth ``z``, pixel quotients ``u, v`` (float32 ``(k,)``, overwritten),
+        ``slot int64 (k,)`` (the key's tie-break) and point ``index int64 (k,)``."""
+        col, row = np.rint(u, out=u), np.rint(v, out=v)
+        flat = np.multiply(row, self.pad_w, dtype=self.index_dtype)
+        flat += col
+        flat += self.pad * self.pad_w + self.pad
+        r_lo = r_hi = 0
+        if self.n_planes > 1 and self.radius.shape == ():
+            # r = round(fx radius / z) falls as z grows, so the extreme depths bound it; usually one
+            # footprint size covers the whole batch and no per-point r is needed.
+            r_lo, r_hi = (int(self._radius_px(d)) for d in (z.max(), z.min()))
+            if r_lo == r_hi:
+                flat += r_lo * self.plane
             else:
-                block_counts = np.array([local.size])
-            for r in np.flatnonzero((block_counts > 0) & (points_per_radius == 0)):
-                planes[r * plane : (r + 1) * plane] = _EMPTY_KEY
-            points_per_radius += block_counts
-            planes_t.scatter_reduce_(0, torch.from_numpy(flat), torch.from_numpy(keys), reduce="amin")
+                flat += np.multiply(self._radius_px(z), self.plane, dtype=self.index_dtype)
+        elif self.n_planes > 1:
+            r_px = np.multiply(self.fx, self.radius.take(index).astype(np.float32))
+            np.divide(r_px, z, out=r_px)
+            r_px = np.clip(np.rint(r_px, out=r_px), 0, self.n_planes - 1, out=r_px)
+            r_lo, r_hi = int(r_px.min()), int(r_px.max())
+            if r_hi:
+                flat += np.multiply(r_px, self.plane, dtype=self.index_dtype)
+        for r in range(r_lo, r_hi + 1):
+            if not self.filled[r]:
+                self.planes[r * self.plane : (r + 1) * self.plane] = _EMPTY_KEY
+                self.filled[r] = True
+        keys = z.view(np.int32).astype(np.int64)
+        keys <<= 32
+        keys |= slot  # the low word holds the slot (< 2**31)
+        self.planes_t.scatter_reduce_(0, torch.from_numpy(flat.astype(np.int64)), torch.from_numpy(keys), reduce="amin")
 
-    best = _fold_planes(planes.reshape(n_planes, pad_h, pad_w), points_per_radius, R, W, H)
-    return _unpack(best, rgb_np, None if weights is None else _to_numpy(weights))
+    def _radius_px(self, z: np.ndarray | np.float32) -> np.ndarray | np.float32:
+        """Footprint half-size ``clamp(round((fx * radius) / z), 0, R)`` for the scalar radius (float32)."""
+        return np.clip(np.rint(np.divide(self.fx_radius, z)), 0, self.n_planes - 1)
+
+    def fold(self) -> np.ndarray | None:
+        """The minimum key of each pixel, ``int64 (H, W)`` (a view); ``None`` if nothing was splatted.
+
+        ``min_r F_r(plane_r)`` cropped to the image, ``F_r`` being the ``(2r+1)^2`` box minimum,
+        computed as ``acc = min(plane_r, F_1(acc))`` from the largest filled ``r`` down to 0.
+        """
+        filled = np.flatnonzero(self.filled)
+        if filled.size == 0:
+            return None
+        planes = self.planes.reshape(self.n_planes, self.plane)
+        acc = planes[filled[-1]]
+        for r in range(int(filled[-1]) - 1, -1, -1):
+            acc = _min_filter_3x3_flat(acc, self.pad_w)
+            if self.filled[r]:
+                np.minimum(acc, planes[r], out=acc)
+        p = self.pad
+        return acc.reshape(self.pad_h, self.pad_w)[p : p + self.height, p : p + self.width]
 
 
 class _BoxCuller:
-    """Decides whether a whole block of points can be skipped from its bounding box.
+    """Finds the runs of points of a block that may be rendered, from bounding boxes of chunks.
 
     Built from ``M = K @ T_cam_world[:3] (3, 4)``: linear forms ``a`` with ``a . (x, y, z, 1) >= 0``
     for every rendered point — the near (and far) plane and the four image sides widened by half a
@@ -376,52 +583,105 @@ class _BoxCuller:
         if far is not None:
             forms.append(far * one - z)
         A = np.stack(forms)
-        self.A_pos, self.A_neg, self.A_abs = np.maximum(A[:, :3], 0.0), np.minimum(A[:, :3], 0.0), np.abs(A[:, :3])
-        self.b, self.b_abs = A[:, 3], np.abs(A[:, 3])
+        # A form's maximum over a box ``[lo, hi]`` is at a corner: ``A+ @ hi + A- @ lo + b``. Adding the
+        # tolerance ``1e-5 * (|A| @ max(|lo|, |hi|) + |b|)``, far above float32 rounding of the
+        # per-point test, keeps the decision conservative; all of it is one product with a
+        # ``(9, k)`` stack of ``hi``, ``lo`` and ``max(-lo, hi) = max(|lo|, |hi|)``.
+        self.G = np.hstack([np.maximum(A[:, :3], 0.0), np.minimum(A[:, :3], 0.0), 1e-5 * np.abs(A[:, :3])])
+        self.g = A[:, 3:] + 1e-5 * np.abs(A[:, 3:])
 
-    def outside(self, lo: np.ndarray, hi: np.ndarray) -> bool:
-        """True if every point of the box ``[lo, hi] (3,)`` fails one of the forms.
+    def outside(self, box: np.ndarray) -> np.ndarray:
+        """``bool (k,)``: every point of box ``j`` fails one of the forms; ``box (9, k)`` stacks
+        ``hi``, ``lo`` and ``max(-lo, hi)`` (``(3, k)`` each). NaN bounds never cull.
 
-        A linear form's maximum over a box is at a corner; the tolerance, far above float32
-        rounding of the per-point test, keeps the decision conservative. NaN bounds never cull.
+        Called inside the renderer's ``np.errstate``: infinite bounds may make NaN (``inf * 0``).
         """
-        upper = self.A_pos @ hi + self.A_neg @ lo + self.b
-        scale = self.A_abs @ np.maximum(np.abs(lo), np.abs(hi)) + self.b_abs
-        with np.errstate(invalid="ignore"):
-            return bool((upper < -1e-5 * scale).any())
+        upper = self.G @ box
+        upper += self.g
+        return (upper < 0.0).any(axis=0)
+
+    def runs_in_view(self, c: np.ndarray, chunk: int) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]``: maximal runs of the chunks of ``c (3, n)`` that are not outside."""
+        n = c.shape[1]
+        starts = np.arange(0, n, chunk)
+        box = np.empty((9, starts.size), dtype=np.float32)
+        np.maximum.reduceat(c, starts, axis=1, out=box[0:3])
+        np.minimum.reduceat(c, starts, axis=1, out=box[3:6])
+        np.maximum(np.negative(box[3:6]), box[0:3], out=box[6:9])
+        runs: list[tuple[int, int]] = []
+        for i, out in enumerate(self.outside(box).tolist()):
+            if out:
+                continue
+            lo, hi = i * chunk, min((i + 1) * chunk, n)
+            if runs and runs[-1][1] == lo:
+                runs[-1] = (runs[-1][0], hi)
+            else:
+                runs.append((lo, hi))
+        return runs
 
 
-def _min_filter_3x3(a: np.ndarray) -> np.ndarray:
-    """3x3 box minimum of ``int64 (h, w)``, valid part only: ``(h - 2, w - 2)``."""
-    horizontal = np.minimum(a[:, :-2], a[:, 1:-1])
-    np.minimum(horizontal, a[:, 2:], out=horizontal)
-    out = np.minimum(horizontal[:-2], horizontal[1:-1])
-    return np.minimum(out, horizontal[2:], out=out)
+class _HelperThread:
+    """A second thread for the per-point work, used while it measurably runs alongside the caller's.
 
-
-def _fold_planes(planes: np.ndarray, points_per_radius: np.ndarray, pad: int, width: int, height: int) -> np.ndarray:
-    """Combine per-radius centre planes ``int64 (n_planes, H + 2 pad, W + 2 pad)`` into ``(H, W)`` keys.
-
-    Plane ``r`` holds the keys of points with footprint ``r`` at their centre pixel (planes without
-    points are never read: they may be unfilled); the result is
-    ``min_r F_r(plane_r)`` cropped to the image, ``F_r`` being the ``(2r+1)^2`` box minimum,
-    computed as ``acc = min(plane_r, F_1(acc))`` from the largest non-empty ``r`` down to 0.
+    numpy releases the GIL inside each operation, so two threads projecting blocks run in parallel
+    when two cores are free, and the only synchronisation is the final wait: no per-operation
+    barrier that stalls when another job holds a core (as torch's OpenMP regions do). Without a
+    free core (another job is busy, or the scheduler grants this process one core's share) the
+    second thread only adds GIL hand-overs, a few per cent: a render in which the two threads
+    used less than ``_MIN_PARALLELISM`` CPU-seconds per second turns the helper off for the next
+    ``_HELPER_BACKOFF_RENDERS`` renders, after which it is tried again.
     """
-    nonempty = np.flatnonzero(points_per_radius)
-    if nonempty.size == 0:
-        return np.full((height, width), _EMPTY_KEY, dtype=np.int64)
-    top = int(nonempty[-1])
-    acc = planes[top]
-    acc_pad = pad  # acc covers the image plus acc_pad pixels on each side
-    for r in range(top - 1, -1, -1):
-        acc = _min_filter_3x3(acc)
-        acc_pad -= 1
-        if points_per_radius[r]:
-            offset = pad - acc_pad
-            np.minimum(
-                acc, planes[r, offset : offset + height + 2 * acc_pad, offset : offset + width + 2 * acc_pad], out=acc
-            )
-    return acc[acc_pad : acc_pad + height, acc_pad : acc_pad + width]
+
+    def __init__(self) -> None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.enabled = cpus > 1
+        self.renders_off = 0
+        self.renders_helped = 0  # renders in which the helper thread took part (for benchmarks)
+        self.pool: ThreadPoolExecutor | None = None
+        self.pool_pid = 0  # a forked child has the pool object but not its thread
+        self.lock = threading.Lock()
+
+    def run_alongside(self, work: Callable[[], float], helper_work: Callable[[], float]) -> None:
+        """Run ``work`` here and, if useful, ``helper_work`` on the helper thread at once; return when
+        both are done. Each returns its thread's CPU seconds; they must share the work out between them."""
+        if not self.enabled or self.renders_off > 0:
+            self.renders_off = max(self.renders_off - 1, 0)
+            work()
+            return
+        with self.lock:
+            new_thread = self.pool is None or self.pool_pid != os.getpid()
+            if new_thread:
+                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render_points")
+                self.pool_pid = os.getpid()
+        start = time.perf_counter()
+        helper = self.pool.submit(helper_work)
+        cpu = work()
+        if helper.cancel():  # still queued (the helper is busy with another render): all done here
+            return
+        cpu += helper.result()
+        self.renders_helped += 1
+        # The first render also waits for the thread to start: do not judge by it.
+        if not new_thread and cpu < _MIN_PARALLELISM * (time.perf_counter() - start):
+            self.renders_off = _HELPER_BACKOFF_RENDERS
+
+
+_HELPER = _HelperThread()
+
+
+def _min_filter_3x3_flat(a: np.ndarray, row_length: int) -> np.ndarray:
+    """3x3 box minimum of a flattened ``int64`` image with rows of ``row_length``, same layout.
+
+    Works on whole flat arrays (contiguous, so vectorised); the first and last row and column of the
+    result are garbage (rows wrap around), so after ``k`` filters ``k`` pixels along each border are.
+    """
+    w = row_length
+    horizontal = np.empty_like(a)
+    np.minimum(a[:-2], a[1:-1], out=horizontal[1:-1])
+    np.minimum(horizontal[1:-1], a[2:], out=horizontal[1:-1])
+    out = np.empty_like(a)
+    np.minimum(horizontal[: -2 * w], horizontal[w:-w], out=out[w:-w])
+    np.minimum(out[w:-w], horizontal[2 * w :], out=out[w:-w])
+    return out
 
 
 def _empty_output(width: int, height: int) -> RenderOutput:
@@ -433,22 +693,29 @@ def _empty_output(width: int, height: int) -> RenderOutput:
     )
 
 
-def _unpack(best: np.ndarray, rgb: np.ndarray, weights: np.ndarray | None) -> RenderOutput:
-    """Split winning keys ``int64 (H, W)`` into the output buffers."""
+def _unpack(
+    best: np.ndarray, index: np.ndarray, red_green: np.ndarray, blue: np.ndarray, weights: np.ndarray | None
+) -> RenderOutput:
+    """Split winning keys ``int64 (H, W)`` into the output buffers, via the per-slot point ``index``
+    and colours (:meth:`_Survivors.gathered`)."""
     height, width = best.shape
-    empty = np.flatnonzero(best == _EMPTY_KEY)  # usually few: fill them by index, not by mask
-    point_ids = best & _LOW_32_BITS
-    point_ids.reshape(-1)[empty] = -1
-    depth = (best >> 32).astype(np.int32).view(np.float32)
+    depth = np.empty((height, width), dtype=np.float32)
+    np.copyto(depth.view(np.int32), best.view(np.int32)[:, _HIGH_WORD::2])  # the float32 bits of z_c
+    empty = np.flatnonzero(depth.view(np.int32) == _EMPTY_KEY >> 32)  # usually few: fill them by index
     depth.reshape(-1)[empty] = 0.0
-    # One 3-byte item per point, so the colour gather is a single take (-1 reads a real row, zeroed below).
-    colours = np.ascontiguousarray(rgb).view(np.dtype((np.void, 3))).reshape(-1)
-    out_rgb = colours.take(point_ids.reshape(-1)).view(np.uint8).reshape(height, width, 3)
+    slot = (best & _LOW_32_BITS).reshape(-1)
+    slot[empty] = 0
+    point_ids = index.take(slot).reshape(height, width)
+    point_ids.reshape(-1)[empty] = -1
+    # Two aligned takes (2 bytes, 1 byte) and two strided copies beat one take of 3-byte items.
+    out_rgb = np.empty((height, width, 3), dtype=np.uint8)
+    np.copyto(np.ndarray((height * width,), np.uint16, buffer=out_rgb, strides=(3,)), red_green.take(slot))
+    np.copyto(out_rgb[..., 2].reshape(-1), blue.take(slot))
     out_rgb.reshape(-1, 3)[empty] = 0
     if weights is None:
         validity = np.ones((height, width), dtype=np.float32)
     else:
-        validity = weights.take(point_ids).astype(np.float32)
+        validity = weights.take(point_ids).astype(np.float32)  # -1 reads a real weight, zeroed below
     validity.reshape(-1)[empty] = 0.0
     return RenderOutput(
         rgb=torch.from_numpy(out_rgb),

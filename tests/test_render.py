@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +105,61 @@ def test_matches_reference_with_small_blocks(monkeypatch, block):
     )
 
 
+@pytest.mark.parametrize("helper", [False, True])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_matches_reference_with_two_threads_culling_backoff_and_batches(monkeypatch, helper, shuffled):
+    """Blocks shared by two threads (or not), culled or (shuffled: culling given up) not, splatted in
+    several batches whose slots must keep the point order."""
+    monkeypatch.setattr(splat, "_BLOCK_POINTS", 64)
+    monkeypatch.setattr(splat, "_CULL_POINTS", 16)
+    monkeypatch.setattr(splat, "_FLUSH_POINTS", 100)
+    monkeypatch.setattr(splat, "_MIN_PARALLELISM", 0.0)  # keep the helper on whatever it measures
+    monkeypatch.setattr(splat, "_HELPER", splat._HelperThread())
+    monkeypatch.setattr(splat._HELPER, "enabled", helper)
+    threads = set()
+    project = splat._Projector.project
+
+    def recording_project(self, *args):
+        if not threads:
+            time.sleep(0.01)  # let the helper thread start and claim blocks
+        threads.add(threading.current_thread().name)
+        return project(self, *args)
+
+    monkeypatch.setattr(splat._Projector, "project", recording_project)
+    xyz, rgb = box_room_points(3000, size=(3.0, 2.5, 2.0), seed=2)
+    if shuffled:
+        order = np.random.default_rng(0).permutation(len(xyz))
+        xyz, rgb = xyz[order], rgb[order]
+    xyz[::5] = xyz[1::5]  # duplicates: equal depths, tie broken by the lower index
+    K = _K()
+    T = _look_at_T_cam_world([1.5, 1.25, 1.0], [3.0, 2.0, 0.8])
+    rng = np.random.default_rng(1)
+    radius = rng.uniform(0.0, 0.06, len(xyz)).astype(np.float32)
+    weights = rng.uniform(0.0, 1.0, len(xyz)).astype(np.float32)
+    for kwargs in (dict(radius=0.04, near=0.3, far=2.5), dict(radius=radius, weights=weights, near=0.3)):
+        fast = render_points(xyz, rgb, K, T, W, H, **kwargs)
+        _assert_identical(fast, render_points_reference(xyz, rgb, K, T, W, H, **kwargs))
+        assert (fast.point_ids >= 0).float().mean() > 0.5
+    assert len(threads) == (2 if helper else 1)
+
+
+def test_rint_bounds_agree_with_rounding():
+    """The quotient bounds the fast path tests stand for ``lo <= round(u) <= hi``, half to even."""
+    rng = np.random.default_rng(0)
+    for lo, hi in [(-3, 66), (0, 0), (-1, 4), (2, 9), (-4, -2), (-3, 2**23 + 7)]:
+        a, b = splat._rint_bounds(lo, hi)
+        u = [rng.uniform(lo - 3, hi + 3, 1000).astype(np.float32)]
+        for edge in np.array([lo - 0.5, lo, hi, hi + 0.5], np.float32):
+            up = down = edge
+            u.append(np.array([edge], np.float32))
+            for _ in range(4):  # the floats next to each edge
+                up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+                u.append(np.array([up, down], np.float32))
+        u = np.concatenate(u)
+        in_range = (lo <= np.rint(u)) & (np.rint(u) <= hi)
+        np.testing.assert_array_equal(in_range, (a <= u) & (u <= b), err_msg=str((lo, hi)))
+
+
 def test_matches_reference_on_box_room_subset():
     xyz, rgb = box_room_points(40_000, seed=3)
     K, T = room_camera(W, H)
@@ -185,6 +242,18 @@ def test_non_finite_points_are_skipped():
     rgb = np.full((4, 3), 200, np.uint8)
     out = render_points(xyz, rgb, _K(), np.eye(4), W, H)
     assert set(np.unique(out.point_ids.numpy())) == {-1, 0}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # the reference's float32 projection overflows
+def test_infinite_depth_is_never_rendered():
+    """``z_c`` overflows to inf while ``h_0, h_1`` stay 0: the reference's z-buffer starts at inf."""
+    K = np.array([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 1.0]])
+    T = np.diag([1.0, 1.0, 4.0, 1.0])
+    xyz = np.array([[0.0, 0.0, 3e38], [0.0, 0.0, 1.0]], np.float32)
+    for far in (None, 1e39):
+        out = render_points(xyz, np.ones((2, 3), np.uint8), K, T, 8, 4, far=far)
+        _assert_identical(out, render_points_reference(xyz, np.ones((2, 3), np.uint8), K, T, 8, 4, far=far))
+        assert out.point_ids.numpy().tolist() == [[1] + [-1] * 7] + [[-1] * 8] * 3
 
 
 def _point_at_pixel(col: float, row: float, z: float, K: np.ndarray) -> list[float]:
