@@ -8,6 +8,7 @@ target directory and renamed into place, so a reader never sees a half-written f
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,18 @@ def _temporary_sibling(path: Path) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"output directory {parent} is not writable; choose another path or fix its permissions")
     return parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
+
+
+@contextmanager
+def _replaced_atomically(path: Path):
+    """Yield a temporary sibling of ``path`` to write; rename it onto ``path`` on success, remove it on any error."""
+    tmp = _temporary_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_video(path: str | Path, frames: Any, fps: float, *, crf: int = 18) -> Path:
@@ -74,8 +87,7 @@ def write_video(path: str | Path, frames: Any, fps: float, *, crf: int = 18) -> 
     height, width = frames.shape[1:3]
 
     path = Path(path)
-    tmp = _temporary_sibling(path)
-    try:
+    with _replaced_atomically(path) as tmp:
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
             (width, height),
@@ -92,10 +104,6 @@ def write_video(path: str | Path, frames: Any, fps: float, *, crf: int = 18) -> 
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -125,13 +133,8 @@ def write_png(path: str | Path, image: Any) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"write_png writes .png files, got {path}")
-    tmp = _temporary_sibling(path)
-    try:
+    with _replaced_atomically(path) as tmp:
         iio.imwrite(tmp, image)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -296,8 +296,7 @@ def consistency_count(
     others: list[tuple[torch.Tensor, np.ndarray]],
     rel_tol: float = 0.03,
     radius_px: int = 1,
-    return_mean: bool = False,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How many other views' depth maps confirm, and how many contradict, each pixel of ``depth_ref``.
 
     Each reference pixel is lifted, transformed by ``T_other_ref`` and projected into the other
@@ -307,18 +306,18 @@ def consistency_count(
     contradicted when that view instead sees clearly *beyond* it at the projection (free space
     where the point should be); a nearer depth there is an occlusion and says nothing.
 
+    It also averages each pixel's depth with the depths the agreeing views imply for it (a view
+    that sees the point at its own depth ``d`` where the reference puts it at ``z`` implies
+    ``depth_ref * d / z``). Independent sweeps err independently, so the mean of ``n`` agreeing
+    views is about ``sqrt(n)`` times less noisy than one sweep.
+
     Args:
         depth_ref: ``(H, W)`` 0 = unknown.
         others: ``[(depth_other (H, W), T_other_ref (4, 4)), ...]``.
 
-    With ``return_mean`` a third map is returned: each pixel's depth averaged with the depths the
-    agreeing views imply for it (a view that sees the point at its own depth ``d`` where the
-    reference puts it at ``z`` implies ``depth_ref * d / z``). Independent sweeps err independently,
-    so the mean of ``n`` agreeing views is about ``sqrt(n)`` times less noisy than one sweep.
-
     Returns:
-        ``(agree, violate)``: ``int32 (H, W)`` view counts (0 where ``depth_ref`` is 0), plus
-        ``mean_depth (H, W)`` with ``return_mean``.
+        ``(agree, violate, mean_depth)``: ``int32 (H, W)`` view counts and ``float32 (H, W)``
+        averaged depth (all 0 where ``depth_ref`` is 0).
     """
     H, W = depth_ref.shape
     rays = _rays(K, H, W).float()
@@ -346,19 +345,15 @@ def consistency_count(
             ok = (z > 1e-6) & (uu >= 0) & (uu < W) & (vv >= 0) & (vv < H)
             d = d_o[vv.clamp(0, H - 1), uu.clamp(0, W - 1)]
             agree = ok & (d > 0) & ((d - z).abs() <= rel_tol * z)
-            if return_mean:
-                implied = torch.where(agree & ~hit, d / torch.where(agree, z, torch.ones_like(z)), implied)
+            implied = torch.where(agree & ~hit, d / torch.where(agree, z, torch.ones_like(z)), implied)
             hit |= agree
             beyond &= ok & (d > z * (1 + 2 * rel_tol))
         count += hit.int()
         violate += (beyond & ~hit).int()
-        if return_mean:
-            ratio_sum = ratio_sum + implied
+        ratio_sum += implied
     zero = torch.zeros_like(count)
     agree_out = torch.where(depth_ref > 0, count, zero)
     violate_out = torch.where(depth_ref > 0, violate, zero)
-    if not return_mean:
-        return agree_out, violate_out
     mean = depth_ref * (1.0 + ratio_sum) / (1.0 + agree_out.float())
     return agree_out, violate_out, torch.where(depth_ref > 0, mean, torch.zeros_like(mean))
 

@@ -824,9 +824,7 @@ class VisualSlam:
                 md = torch.from_numpy(d["mem_depth"])[None, None]
                 others.append((F.interpolate(md, size=(hs, ws), mode="nearest")[0, 0], np.eye(4)))
             if others:
-                n_ok, n_bad, d_mean = consistency_count(
-                    dk, Ks, others, rel_tol=cfg.mvs_consistency_rel, radius_px=1, return_mean=True
-                )
+                n_ok, n_bad, d_mean = consistency_count(dk, Ks, others, rel_tol=cfg.mvs_consistency_rel, radius_px=1)
                 if cfg.mvs_average_views:
                     dk = d_mean
             else:

@@ -403,7 +403,6 @@ def test_consistency_mean_averages_agreeing_views_only():
     d = torch.full((24, 32), 2.0)
     agree = torch.full((24, 32), 2.04)  # 2 % deeper: within rel_tol 0.03
     far = torch.full((24, 32), 3.0)  # seen through: a violation, not part of the mean
-    n_ok, n_bad, mean = consistency_count(d, K, [(agree, np.eye(4)), (far, np.eye(4))], rel_tol=0.03,
-                                          return_mean=True)
+    n_ok, n_bad, mean = consistency_count(d, K, [(agree, np.eye(4)), (far, np.eye(4))], rel_tol=0.03)
     assert (n_ok == 1).all() and (n_bad[1:-1, 1:-1] == 1).all()  # the border ring lacks a full neighbourhood
     assert torch.allclose(mean, torch.full_like(d, 2.02), atol=1e-5)
