@@ -128,6 +128,9 @@ class SlamConfig:
     memory_prior_rel: float = 0.08
     """Where the rendered memory has depth, the sweep searches only +- this fraction around it."""
 
+    track_conditioning: bool = True
+    """Track each frame against the conditioning it was generated from (the memory rendered at
+    its commanded camera, with the same colours the generator saw) instead of a fresh render."""
     depth_fill: bool = True
     """Fill holes of keyframe depth enclosed by a locally planar surface (row and column
     interpolation of inverse depth agreeing within ``depth_fill_plane_rel``), keeping only filled

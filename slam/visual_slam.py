@@ -171,6 +171,7 @@ class VisualSlam:
         depth: np.ndarray | None = None,
         *,
         poses_known: bool = False,
+        templates: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> SlamResult:
         """Estimate poses, keyframe depth and dynamic masks of one clip.
 
@@ -184,15 +185,19 @@ class VisualSlam:
                 ``shared/data/fountain-p11``): tracking is skipped and only depth, masks and the
                 bounded state are computed (sparse points triangulated with the given poses set
                 the depth search range).
+            templates: ``(rgb uint8 (N, H, W, 3), depth float32 (N, H, W))`` the memory already
+                rendered at the commanded cameras, i.e. the conditioning the clip was generated
+                from (with its colour resolve); tracking aligns each frame to it instead of
+                re-rendering the memory there. ``None``: render the memory.
 
         Returns:
             :class:`~spatia_py.types.SlamResult`.
         """
         frames = self._validate(frames, cameras, depth)
         with _torch_threads(self.cfg.torch_threads):
-            return self._process(frames, cameras, memory, round_index, depth, poses_known)
+            return self._process(frames, cameras, memory, round_index, depth, poses_known, templates)
 
-    def _process(self, frames, cameras, memory, round_index, depth, poses_known) -> SlamResult:
+    def _process(self, frames, cameras, memory, round_index, depth, poses_known, templates=None) -> SlamResult:
         cfg = self.cfg
         N, H, W = frames.shape[:3]
         K = cameras[0].K
@@ -224,7 +229,8 @@ class VisualSlam:
                     for i in range(N):
                         mem_cov[i] = float((self._render(mem_xyz, mem_rgb, K, T_est[i], W, H)[1] > 0).mean())
         elif len(mem_xyz):
-            self._track_memory(gray, cameras, mem_xyz, mem_rgb, T_est, tracked, quality, mem_cov, info, timer)
+            self._track_memory(gray, cameras, mem_xyz, mem_rgb, T_est, tracked, quality, mem_cov, info, timer,
+                               templates)
             for i in np.nonzero(tracked)[0]:
                 how[i] = "memory"
         if not tracked.all():
@@ -360,7 +366,8 @@ class VisualSlam:
     # tracking
     # ------------------------------------------------------------------------------------------
 
-    def _track_memory(self, gray, cameras, mem_xyz, mem_rgb, T_est, tracked, quality, mem_cov, info, timer):
+    def _track_memory(self, gray, cameras, mem_xyz, mem_rgb, T_est, tracked, quality, mem_cov, info, timer,
+                      templates=None):
         cfg = self.cfg
         N, H, W = gray.shape
         K = cameras[0].K
@@ -368,8 +375,11 @@ class VisualSlam:
         details = []
         for i in range(N):
             C = cameras[i].T_world_cam
-            with timer("render"):
-                rgb_t, dep_t = self._render(mem_xyz, mem_rgb, K, C, W, H)
+            if templates is not None:
+                rgb_t, dep_t = templates[0][i], templates[1][i]
+            else:
+                with timer("render"):
+                    rgb_t, dep_t = self._render(mem_xyz, mem_rgb, K, C, W, H)
             mem_cov[i] = float((dep_t > 0).mean())
             with timer("track"):
                 res = align_to_template(
@@ -702,6 +712,16 @@ class VisualSlam:
             d += 1
         return out
 
+    def _source_stack(self, k: int, gray: np.ndarray, tracked: np.ndarray, T_est: np.ndarray):
+        """``(src_gray (S, H, W), T_src_ref (S, 4, 4))`` of keyframe ``k``'s stereo sources
+        (:meth:`_sources`, history frames included), or ``None`` without any."""
+        srcs = self._sources(k, len(gray), tracked, T_est)
+        if not srcs:
+            return None
+        src_gray = np.stack([gray[j] if j >= 0 else self._history[j][0] for j in srcs])
+        T_src = np.stack([T_est[j] if j >= 0 else self._history[j][1] for j in srcs])
+        return src_gray, np.einsum("nij,jk->nik", invert_pose(T_src), T_est[k])
+
     def _depth_range(self, K, T_world_cam, W, H, mem_depth) -> tuple[float, float]:
         """Search range of a keyframe from what is known: rendered memory depth and the clip's
         sparse points in view (widened: new content may lie outside), else the config's range."""
@@ -749,12 +769,11 @@ class VisualSlam:
         kf_info = []
         for k in keyframes:
             srcs = self._sources(k, N, tracked, T_est)
-            if not srcs:
+            stack = self._source_stack(k, gray, tracked, T_est)
+            if stack is None:
                 kf_info.append({"keyframe": int(k), "error": "no source frames"})
                 continue
-            src_gray = np.stack([gray[j] if j >= 0 else self._history[j][0] for j in srcs])
-            T_src = np.stack([T_est[j] if j >= 0 else self._history[j][1] for j in srcs])
-            T_src_ref = np.einsum("nij,jk->nik", invert_pose(T_src), T_est[k])
+            src_gray, T_src_ref = stack
             mem_rgb_k = mem_depth_k = agree = None
             crop = None
             if len(mem_xyz):
@@ -892,11 +911,9 @@ class VisualSlam:
             new = (df > 0) & (dk <= 0) & ~blocked
             if not new.any():
                 continue
-            srcs = self._sources(k, N, tracked, T_est)
-            if srcs:
-                src_gray = np.stack([gray[j] if j >= 0 else self._history[j][0] for j in srcs])
-                T_src = np.stack([T_est[j] if j >= 0 else self._history[j][1] for j in srcs])
-                T_src_ref = np.einsum("nij,jk->nik", invert_pose(T_src), T_est[k])
+            stack = self._source_stack(k, gray, tracked, T_est)
+            if stack is not None:
+                src_gray, T_src_ref = stack
                 cost, tex = cost_at_depth(
                     gray[k], src_gray, K, T_src_ref, np.where(new, df, 0.0), scale=s, window=cfg.mvs_window,
                     top_k=cfg.mvs_top_k,

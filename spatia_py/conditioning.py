@@ -11,6 +11,7 @@ overlap is the fraction of the segment's visible cells it also saw.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,8 +19,11 @@ from spatia_py.geometry import Camera
 from spatia_py.memory import SpatialMemory, pack_voxel_coords, unpack_voxel_keys
 from spatia_py.types import ConditioningMaps, ReferenceFrame
 
+if TYPE_CHECKING:
+    from render.transfer import ColourSource
+
 __all__ = ["MemoryRenderer", "ReferenceIndex", "render_conditioning", "fill_enclosed_holes", "visibility_cells",
-           "CELL_VOXELS", "FILL_VALIDITY"]
+           "frame_colour_sources", "colour_from_frames", "CELL_VOXELS", "FILL_VALIDITY"]
 
 CELL_VOXELS = 4
 """Edge of a visibility cell in voxels."""
@@ -171,6 +175,10 @@ class _Entry:
     frame_index: int
     camera: Camera
     keys: np.ndarray
+    depth: np.ndarray | None = None
+    """``float16 (H, W)`` the memory's depth as this frame saw it when indexed (colour transfer)."""
+    usable: np.ndarray | None = None
+    """``bool (H, W)`` its pixels that may lend colour (static ones)."""
 
 
 @dataclass
@@ -184,24 +192,45 @@ class ReferenceIndex:
     max_candidates: int = 64
     entries: list[_Entry] = field(default_factory=list)
 
-    def add(self, frame_index: int, camera: Camera, keys: np.ndarray) -> None:
-        self.entries.append(_Entry(int(frame_index), camera, np.asarray(keys, dtype=np.int64)))
+    def add(self, frame_index: int, camera: Camera, keys: np.ndarray, *, depth: np.ndarray | None = None,
+            usable: np.ndarray | None = None) -> None:
+        """Index a frame by its visibility cells; with ``depth`` (what it saw) and ``usable`` (its
+        static pixels) it can also lend colour (:func:`frame_colour_sources`)."""
+        if (depth is None) != (usable is None):
+            raise ValueError("ReferenceIndex.add: give depth and usable together (or neither)")
+        if depth is not None and (np.shape(depth) != (camera.height, camera.width) or np.shape(usable) != np.shape(depth)):
+            raise ValueError(f"ReferenceIndex.add: depth {np.shape(depth)} and usable {np.shape(usable)} must be "
+                             f"({camera.height}, {camera.width}), the camera's image size")
+        self.entries.append(_Entry(int(frame_index), camera, np.asarray(keys, dtype=np.int64),
+                                   None if depth is None else np.asarray(depth, np.float16),
+                                   None if usable is None else np.asarray(usable, bool)))
 
     def to_arrays(self) -> dict:
-        """Flat arrays for saving (``np.savez``) — frame indices, offsets into one key array."""
+        """Flat arrays for saving (``np.savez_compressed``) — frame indices, offsets into one key
+        array, and for colour sources ``depth float16 (E, H, W)`` with ``usable`` as packed bits."""
         if not self.entries:
             return {"frame_index": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64),
                     "keys": np.zeros(0, np.int64)}
         lens = [len(e.keys) for e in self.entries]
-        return {"frame_index": np.array([e.frame_index for e in self.entries], np.int64),
-                "offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                "keys": np.concatenate([e.keys for e in self.entries])}
+        out = {"frame_index": np.array([e.frame_index for e in self.entries], np.int64),
+               "offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+               "keys": np.concatenate([e.keys for e in self.entries])}
+        if all(e.depth is not None for e in self.entries) and len({e.depth.shape for e in self.entries}) == 1:
+            out["depth"] = np.stack([e.depth for e in self.entries])
+            out["usable_bits"] = np.packbits(np.stack([e.usable for e in self.entries]), axis=-1)
+        return out
 
     def add_arrays(self, arrays: dict, cameras: dict[int, Camera]) -> None:
         """Re-add entries saved with :meth:`to_arrays` (``cameras`` maps frame index → camera)."""
         off = arrays["offsets"]
+        depth = arrays.get("depth")
         for k, fi in enumerate(arrays["frame_index"]):
-            self.add(int(fi), cameras[int(fi)], arrays["keys"][off[k]:off[k + 1]])
+            cam = cameras[int(fi)]
+            extra = {}
+            if depth is not None:
+                extra = {"depth": depth[k],
+                         "usable": np.unpackbits(arrays["usable_bits"][k], axis=-1, count=cam.width).astype(bool)}
+            self.add(int(fi), cam, arrays["keys"][off[k]:off[k + 1]], **extra)
 
     def retrieve(self, segment_keys: np.ndarray, segment_cameras: list[Camera], k: int,
                  exclude: set[int] | None = None) -> list[tuple[int, float]]:
@@ -221,6 +250,69 @@ class ReferenceIndex:
         return [(fi, float(ov)) for ov, fi in scored[:k] if ov > 0]
 
 
+def frame_colour_sources(index: ReferenceIndex, camera: Camera, frames_by_index, n: int,
+                         scene_depth_m: float) -> list[ColourSource]:
+    """The ``n`` indexed frames that view ``camera``'s scene most alike, as colour sources.
+
+    Frames are ranked by how far their viewpoint is from the camera's: the distance between the
+    camera centres plus the angle between the optical axes times ``scene_depth_m`` (both about how
+    far a surface point at that depth appears to move). Only entries indexed with depth count.
+    """
+    from render.transfer import ColourSource
+
+    cands = [e for e in index.entries if e.depth is not None]
+    if n <= 0 or not cands:
+        return []
+    centres = np.stack([e.camera.center for e in cands])
+    axes = np.stack([e.camera.T_world_cam[:3, 2] for e in cands])
+    cos = np.clip(axes @ camera.T_world_cam[:3, 2], -1.0, 1.0)
+    score = np.linalg.norm(centres - camera.center, axis=1) + scene_depth_m * np.arccos(cos)
+    out = []
+    for i in np.argsort(score, kind="stable")[:n]:
+        e = cands[i]
+        out.append(ColourSource(frames_by_index(e.frame_index), e.camera.K, e.camera.T_world_cam,
+                                e.depth, e.usable))
+    return out
+
+
+def colour_from_frames(render: dict, camera: Camera, memory: SpatialMemory, sources: list[ColourSource], *,
+                       depth_tol_rel: float, max_colour_diff: float, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the colours of a memory render by past frames' where they saw the same surface.
+
+    :func:`render.transfer.transfer_colours` lifts each rendered pixel with its depth and takes the
+    colour of the first source that saw that surface. Two rules keep the memory in charge of *what*
+    is shown (the frames only sharpen *how*): only points the memory observed (not inserted or
+    edited ones) take frame colours, and only where the frame's local mean colour (``window``
+    box, values in [0, 1]) is within ``max_colour_diff`` of the render's — a frame that shows
+    something else there (an actor the masks missed, an appearance the memory did not keep) is
+    not copied.
+
+    Returns:
+        ``rgb uint8 (H, W, 3)`` and ``bool (H, W)``: the pixels that took a frame's colour.
+    """
+    from scipy import ndimage
+
+    from render.transfer import transfer_colours
+    from spatia_py.memory import ORIGIN_OBSERVED
+
+    rgb = render["rgb"]
+    ids = render["point_ids"]
+    t_rgb, src = transfer_colours(render["depth"], camera.K, camera.T_world_cam, sources,
+                                  depth_tol_rel=depth_tol_rel)
+    took = src >= 0
+    took &= ids >= 0
+    if not took.any():
+        return rgb, took
+    took[took] = memory.origin[ids[took]] == ORIGIN_OBSERVED
+    mixed = np.where(took[..., None], t_rgb, rgb.astype(np.float32)) / 255.0
+    a = ndimage.uniform_filter(mixed, (window, window, 1))
+    b = ndimage.uniform_filter(rgb.astype(np.float32) / 255.0, (window, window, 1))
+    took &= np.abs(a - b).mean(-1) <= max_colour_diff
+    out = rgb.copy()
+    out[took] = np.clip(np.rint(t_rgb[took]), 0, 255).astype(np.uint8)
+    return out, took
+
+
 def _count_common(sorted_a: np.ndarray, sorted_b: np.ndarray) -> int:
     """Number of common values of two sorted unique int arrays: binary search of the smaller in
     the larger, O(m log n) without the re-sort ``np.intersect1d`` does on every call."""
@@ -236,7 +328,9 @@ def _count_common(sorted_a: np.ndarray, sorted_b: np.ndarray) -> int:
 def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
                         reference_index: ReferenceIndex | None = None, n_reference_frames: int = 0,
                         frames_by_index=None, estimated_cameras: dict[int, Camera] | None = None,
-                        exclude: set[int] | None = None, fill_holes: bool = True) -> ConditioningMaps:
+                        exclude: set[int] | None = None, fill_holes: bool = True,
+                        colour_frames: int = 0, colour_depth_tol_rel: float = 0.03,
+                        colour_max_diff: float = 0.06) -> ConditioningMaps:
     """Render the memory along ``cameras`` and retrieve reference frames.
 
     Args:
@@ -249,8 +343,21 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
         exclude: frame indices not to retrieve (e.g. the history frames already given).
         fill_holes: fill holes enclosed by one continuous surface (:func:`fill_enclosed_holes`,
             validity :data:`FILL_VALIDITY`).
+        colour_frames: colour rendered pixels from up to this many past frames that saw them
+            (:func:`colour_from_frames`; needs ``reference_index`` entries indexed with depth and
+            ``frames_by_index``); 0 keeps the memory's own colours.
+        colour_depth_tol_rel, colour_max_diff: see :func:`colour_from_frames`.
     """
     outs = [renderer.render(c) for c in cameras]
+    if colour_frames > 0 and reference_index is not None and frames_by_index is not None:
+        for o, cam in zip(outs, cameras, strict=True):
+            d = o["depth"][o["depth"] > 0]
+            if d.size == 0:
+                continue
+            sources = frame_colour_sources(reference_index, cam, frames_by_index, colour_frames, float(np.median(d)))
+            if sources:
+                o["rgb"], _ = colour_from_frames(o, cam, renderer.memory, sources, depth_tol_rel=colour_depth_tol_rel,
+                                                 max_colour_diff=colour_max_diff)
     filled = [fill_enclosed_holes(o["rgb"], o["depth"], o["validity"]) if fill_holes else
               (o["rgb"], o["depth"], o["validity"]) for o in outs]
     refs: list[ReferenceFrame] = []

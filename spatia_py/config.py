@@ -119,6 +119,15 @@ class RenderConfig:
     blends unless given ``--hard``."""
     blend_depth_tol_rel: float = 0.03
     """Points within this fraction of a pixel's z-buffer depth count as its front surface."""
+    colour_frames: int = 3
+    """Colour the conditioning from up to this many past frames with the nearest viewpoints, where
+    they saw the rendered surface (image-based rendering, ``spatia_py.conditioning.colour_from_frames``):
+    the memory decides what is shown, the frames give it their sharpness. 0: memory colours only."""
+    colour_depth_tol_rel: float = 0.03
+    """A past frame saw a rendered point when its depth there agrees within this fraction."""
+    colour_max_diff: float = 0.06
+    """Frame colours are taken only where their local mean (5x5, [0, 1]) is within this of the
+    memory render's (a frame showing something else there is not copied)."""
 
 
 @dataclass
@@ -288,5 +297,10 @@ def validate_config(cfg: RunConfig) -> None:
     need(cfg.generator.procedural.n_actors >= 0, "generator.procedural.n_actors must be >= 0")
     need(cfg.render.max_radius_px >= 0, "render.max_radius_px must be >= 0")
     need(cfg.render.n_reference_frames >= 0, "render.n_reference_frames must be >= 0")
+    need(cfg.render.colour_frames >= 0, "render.colour_frames must be >= 0 (0 turns frame colours off)")
+    need(cfg.render.colour_depth_tol_rel > 0,
+         f"render.colour_depth_tol_rel must be > 0 (a fraction of depth), got {cfg.render.colour_depth_tol_rel}")
+    need(cfg.render.colour_max_diff >= 0,
+         f"render.colour_max_diff must be >= 0 (colour in [0, 1]), got {cfg.render.colour_max_diff}")
     need(cfg.render.blend_depth_tol_rel >= 0,
          f"render.blend_depth_tol_rel must be >= 0 (a fraction of depth), got {cfg.render.blend_depth_tol_rel}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from spatia_py.conditioning import MemoryRenderer, ReferenceIndex, render_conditioning
+from spatia_py.conditioning import MemoryRenderer, ReferenceIndex, render_conditioning, visibility_cells
 from spatia_py.config import ConfigError, RunConfig, config_from_dict, config_to_dict, validate_config
 from spatia_py.geometry import Camera, CameraPath, GeometryError, build_path
 from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory
@@ -247,7 +247,9 @@ class RoundLoop:
                 conditioning = render_conditioning(
                     renderer, cams, reference_index=self.reference_index,
                     n_reference_frames=cfg.render.n_reference_frames, frames_by_index=self.frames_by_index.__getitem__,
-                    estimated_cameras=self.estimated_cameras, exclude=history)
+                    estimated_cameras=self.estimated_cameras, exclude=history,
+                    colour_frames=cfg.render.colour_frames, colour_depth_tol_rel=cfg.render.colour_depth_tol_rel,
+                    colour_max_diff=cfg.render.colour_max_diff)
 
         # 2. Generate the clip.
         with timer("generate"):
@@ -269,7 +271,10 @@ class RoundLoop:
                         raise PipelineError("slam.depth_source=generator, but the generator returned no depth; "
                                             "use slam.depth_source=pixels")
                     depth = clip.depth
-                result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth)
+                templates = None
+                if conditioning is not None and cfg.slam.track_conditioning:
+                    templates = (conditioning.rgb, conditioning.depth)
+                result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth, templates=templates)
         n_untracked = int((~result.tracked).sum())
         if n_untracked:
             log.warning("round %d: %d of %d frames could not be tracked and are not fused (%s)", r, n_untracked,
@@ -282,15 +287,17 @@ class RoundLoop:
 
             fuse_stats = fuse_clip(self.memory, clip.frames, result, cams, r, cfg.slam)
 
-        # Index the frames of this round by the memory voxels they see (reference retrieval later).
+        # Index the tracked frames of this round by the memory cells they see (reference retrieval
+        # later) and, for colour transfer, by the depth they saw and their static pixels.
         with timer("render"):
             after = MemoryRenderer(self.memory, radius_scale=cfg.render.radius_scale,
                                    max_radius_px=cfg.render.max_radius_px)
             vis_index = ReferenceIndex()
-            for k in result.keyframes:
-                if result.tracked[k]:
-                    cam = cams[k].with_pose(result.T_world_cam[k])
-                    vis_index.add(start + k, cam, after.visible_keys(cam))
+            for k in np.flatnonzero(result.tracked):
+                cam = cams[k].with_pose(result.T_world_cam[k])
+                seen = after.render(cam, colours=False)
+                vis_index.add(start + int(k), cam, visibility_cells(self.memory, seen["point_ids"]),
+                              depth=seen["depth"], usable=~result.dynamic_masks[k])
             self.reference_index.entries.extend(vis_index.entries)
 
         stats = {"points": len(self.memory), **{k: int(v) for k, v in fuse_stats.items()}}
@@ -302,7 +309,7 @@ class RoundLoop:
         # 5. Checkpoint: memory version first, then the round folder rename commits the round.
         self.memory.save(self.run_dir.memory_version_path(r))
         final = self.run_dir.write_round(rec, fps=self.path.fps)
-        np.savez(final / "visibility.npz", **vis_index.to_arrays())
+        np.savez_compressed(final / "visibility.npz", **vis_index.to_arrays())
         self._add_record(rec)
         self.memory_points.append(len(self.memory))
         self._write_cameras()
