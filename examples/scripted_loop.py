@@ -46,7 +46,10 @@ def main() -> None:
             conditioning = render_conditioning(MemoryRenderer(memory, radius_scale=cfg.render.radius_scale), cams)
         clip = generator.generate(GenerationRequest(cameras=cams, conditioning=conditioning, seed=0,
                                                     round_index=r, frame_offset=start, fps=path.fps))
-        result = slam.process(clip.frames, cams, memory, r)
+        # Track against the conditioning the clip was generated from (what `spatia run` does; it
+        # also colours the conditioning from past frames, see render_conditioning(colour_frames=...)).
+        templates = None if conditioning is None else (conditioning.rgb, conditioning.depth)
+        result = slam.process(clip.frames, cams, memory, r, templates=templates)
         stats = fuse_clip(memory, clip.frames, result, cams, r, cfg.slam)
         # Ground truth is for evaluation only; here, to print how far SLAM is from the true cameras.
         err_cm = 100 * np.linalg.norm(result.T_world_cam[:, :3, 3] - clip.ground_truth.T_world_cam[:, :3, 3], axis=1)

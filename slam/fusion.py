@@ -35,7 +35,9 @@ def fuse_clip(
     position of the memory point that covers it, refining that voxel (colour, confidence) instead
     of adding a neighbour; if the generator re-sampled the appearance there, it is not fused at all
     (mixing two appearances would speckle the memory). Only genuinely new surface opens voxels,
-    which keeps the memory's size following explored area, not frames.
+    which keeps the memory's size following explored area, not frames; where the memory already
+    holds a different surface, only pixels at least ``cfg.carve_min_confidence`` confident (those
+    that may also carve) add points.
 
     Args:
         memory: the :class:`~spatia_py.memory.SpatialMemory` to update.
@@ -71,6 +73,7 @@ def fuse_clip(
             continue
         again = np.zeros_like(m)
         known = np.zeros_like(m)
+        conflict = np.zeros_like(m)
         if len(memory):
             # The conditioning's splat size: pixels it leaves empty are holes worth filling.
             out = _splat(memory, cam, cfg.render_radius_scale, cfg.render_max_radius_px)
@@ -82,6 +85,10 @@ def fuse_clip(
             # fusing it would open voxels next to existing ones every time it is seen.
             wide = _splat(memory, cam, cfg.depth_memory_radius_scale, cfg.render_max_radius_px).depth.numpy()
             known = m & (wide > 0) & (np.abs(depth - wide) <= cfg.memory_snap_rel * wide)
+            # Where the memory holds a different surface, only a depth confident enough to carve
+            # may add one: a less certain depth there is more likely a stereo outlier than a change,
+            # and fusing it would grow the memory on every pass.
+            conflict = m & (wide > 0) & ~known & (conf < cfg.carve_min_confidence)
             # Re-observed surface refines the memory only where the frame shows what the memory
             # holds (the generator followed it). Where it re-sampled the appearance instead,
             # averaging the new colour in would speckle the surface with a mix of two appearances
@@ -104,7 +111,7 @@ def fuse_clip(
                 added += st.added
                 updated += st.updated
                 reobserved += int(again.sum())
-        new = m & ~again & ~known
+        new = m & ~again & ~known & ~conflict
         if new.any():
             st = memory.fuse_depth(
                 depth,

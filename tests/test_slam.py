@@ -322,6 +322,30 @@ def test_fusion_skips_dynamic_pixels():
     assert (u < W // 2 - 1).sum() == 0  # nothing from the dynamic half
 
 
+def test_fusion_adds_a_conflicting_surface_only_when_confident():
+    # The memory holds the room; a keyframe claims a surface 20 % nearer on a patch. An uncertain
+    # depth there (a likely stereo outlier) adds nothing; a confident one (it may carve) does.
+    cam = orbit_cameras(1)[0]
+    rgb, depth, _ = render_room(cam.T_world_cam)
+    mem = SpatialMemory(0.01)
+    mem.fuse_depth(depth, rgb, cam, round_index=0)
+    claimed = depth.copy()
+    claimed[20:40, 30:60] *= 0.8
+
+    def fuse(conf_value):
+        conf = np.ones((1, H, W), np.float32)
+        conf[0, 20:40, 30:60] = conf_value
+        res = SlamResult(T_world_cam=cam.T_world_cam[None], tracked=np.ones(1, bool),
+                         tracking_quality=np.ones(1, np.float32), keyframes=[0], depth=claimed[None],
+                         depth_confidence=conf, dynamic_masks=np.zeros((1, H, W), bool))
+        m = mem.copy()
+        return fuse_clip(m, rgb[None], res, [cam], 1, SlamConfig(carve=False))["added"]
+
+    cfg = SlamConfig()
+    assert fuse(0.5 * cfg.carve_min_confidence) == 0
+    assert fuse(1.0) > 100
+
+
 def test_bundle_adjust_and_triangulation_round_trip():
     rng = np.random.default_rng(2)
     cams = orbit_cameras(5, step_deg=6.0)
