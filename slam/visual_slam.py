@@ -194,6 +194,13 @@ class VisualSlam:
             :class:`~spatia_py.types.SlamResult`.
         """
         frames = self._validate(frames, cameras, depth)
+        if templates is not None:
+            rgb_t, dep_t = templates
+            if np.shape(rgb_t) != frames.shape or np.shape(dep_t) != frames.shape[:3]:
+                raise ValueError(
+                    f"VisualSlam.process: templates must be rgb {frames.shape} and depth {frames.shape[:3]} "
+                    f"(the conditioning of these frames), got {np.shape(rgb_t)} and {np.shape(dep_t)}"
+                )
         with _torch_threads(self.cfg.torch_threads):
             return self._process(frames, cameras, memory, round_index, depth, poses_known, templates)
 
@@ -712,10 +719,9 @@ class VisualSlam:
             d += 1
         return out
 
-    def _source_stack(self, k: int, gray: np.ndarray, tracked: np.ndarray, T_est: np.ndarray):
-        """``(src_gray (S, H, W), T_src_ref (S, 4, 4))`` of keyframe ``k``'s stereo sources
-        (:meth:`_sources`, history frames included), or ``None`` without any."""
-        srcs = self._sources(k, len(gray), tracked, T_est)
+    def _source_stack(self, k: int, srcs: list[int], gray: np.ndarray, T_est: np.ndarray):
+        """``(src_gray (S, H, W), T_src_ref (S, 4, 4))`` of keyframe ``k``'s stereo sources ``srcs``
+        (from :meth:`_sources`; negative: history frames), or ``None`` without any."""
         if not srcs:
             return None
         src_gray = np.stack([gray[j] if j >= 0 else self._history[j][0] for j in srcs])
@@ -769,7 +775,7 @@ class VisualSlam:
         kf_info = []
         for k in keyframes:
             srcs = self._sources(k, N, tracked, T_est)
-            stack = self._source_stack(k, gray, tracked, T_est)
+            stack = self._source_stack(k, srcs, gray, T_est)
             if stack is None:
                 kf_info.append({"keyframe": int(k), "error": "no source frames"})
                 continue
@@ -911,7 +917,7 @@ class VisualSlam:
             new = (df > 0) & (dk <= 0) & ~blocked
             if not new.any():
                 continue
-            stack = self._source_stack(k, gray, tracked, T_est)
+            stack = self._source_stack(k, self._sources(k, N, tracked, T_est), gray, T_est)
             if stack is not None:
                 src_gray, T_src_ref = stack
                 cost, tex = cost_at_depth(

@@ -112,11 +112,10 @@ class RenderConfig:
     blend_colours: bool = False
     """Colour the conditioning by the Gaussian-weighted mean of all front-surface points covering
     each pixel (``render/blend.py``) instead of the single z-buffer winner; occlusion, depth and
-    validity are unchanged; ~0.1 s per 512x320 frame. Off by default: measured on the loop preset it
-    lifts oracle revisit PSNR 31.4 -> 32.5 dB but leaves visual SLAM's at 22.8 dB, and on
-    slam-eval it raises visual ATE from 0.83 to 1.87 cm (SLAM's tracking template is the hard
-    render, and a generator that copies blended colours no longer looks like it). ``spatia render``
-    blends unless given ``--hard``."""
+    validity are unchanged; ~0.1 s per 512x320 frame. Off by default: measured on the loop preset
+    before ``colour_frames`` existed (which later overwrites the colours where past frames saw the
+    surface), it lifted oracle revisit PSNR 31.4 -> 32.5 dB but left visual SLAM's at 22.8 dB.
+    ``spatia render`` blends unless given ``--hard``."""
     blend_depth_tol_rel: float = 0.03
     """Points within this fraction of a pixel's z-buffer depth count as its front surface."""
     colour_frames: int = 3

@@ -217,7 +217,10 @@ def test_memory_tracking_against_given_templates():
     truth = [render_room(c.T_world_cam) for c in cams]
     templates = (np.stack([t[0] for t in truth]), np.stack([t[1] for t in truth]).astype(np.float32))
     frames = np.stack([follow_conditioning(t[0], c, T) for t, c, T in zip(truth, cams, actual, strict=True)])
-    res = VisualSlam(small_cfg(), 0.01).process(frames, cams, mem, 1, templates=templates)
+    slam = VisualSlam(small_cfg(), 0.01)
+    with pytest.raises(ValueError, match="templates must be"):
+        slam.process(frames, cams, mem, 1, templates=(templates[0][:2], templates[1]))
+    res = slam.process(frames, cams, mem, 1, templates=templates)
     assert res.tracked.all(), res.info["failures"]
     err = np.array([pose_distance(a, b) for a, b in zip(res.T_world_cam, actual, strict=True)])
     assert err[:, 0].max() < 0.004 and err[:, 1].max() < 0.08, err
