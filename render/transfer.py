@@ -20,7 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ColourSource", "transfer_colours"]
+__all__ = ["ColourSource", "transfer_colours", "local_colour_difference"]
+
+
+def local_colour_difference(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
+    """``float32 (H, W)``: mean over channels of the absolute difference between the
+    ``window x window`` box means of two images (``(H, W, 3)``, values in [0, 255], colours
+    compared in [0, 1]). Low where two images show the same thing up to fine detail and noise."""
+    from scipy import ndimage
+
+    ma = ndimage.uniform_filter(np.asarray(a, np.float32) / 255.0, (window, window, 1))
+    mb = ndimage.uniform_filter(np.asarray(b, np.float32) / 255.0, (window, window, 1))
+    return np.abs(ma - mb).mean(-1)
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from slam.config import SlamConfig
 from spatia_py.geometry import Camera
@@ -50,6 +49,8 @@ def fuse_clip(
     Returns:
         ``{"added", "updated", "removed", "keyframes_fused", "pixels_fused", "pixels_reobserved"}``.
     """
+    from render.transfer import local_colour_difference
+
     frames = np.asarray(frames)
     N = len(frames)
     if len(cameras) != N or result.T_world_cam.shape[0] != N:
@@ -93,10 +94,9 @@ def fuse_clip(
             # holds (the generator followed it). Where it re-sampled the appearance instead,
             # averaging the new colour in would speckle the surface with a mix of two appearances
             # that the next conditioning then shows; the memory keeps its own colour there.
-            w = cfg.dynamic_window
-            a = ndimage.uniform_filter(frames[k].astype(np.float32) / 255.0, (w, w, 1))
-            b = ndimage.uniform_filter(out.rgb.numpy().astype(np.float32) / 255.0, (w, w, 1))
-            same_look = np.abs(a - b).mean(-1) < 0.5 * cfg.dynamic_threshold
+            same_look = local_colour_difference(frames[k], out.rgb.numpy(), cfg.dynamic_window) < (
+                0.5 * cfg.dynamic_threshold
+            )
             # A re-observed point covers a splat of pixels: every other row and column suffices.
             sub = again & same_look
             sub[1::2, :] = False

@@ -754,13 +754,12 @@ class VisualSlam:
     def _memory_agrees(self, frame_rgb: np.ndarray, mem_rgb: np.ndarray, mem_depth: np.ndarray) -> np.ndarray:
         """``bool (H, W)``: the memory covers the pixel with locally smooth depth and the frame shows
         (low-passed) what the memory rendered there, i.e. the generator followed the memory."""
+        from render.transfer import local_colour_difference
         from slam.photometric import _smooth_depth_only
 
         smooth = _smooth_depth_only(mem_depth, 0.05, 5) > 0
-        w = self.cfg.dynamic_window
-        a = ndimage.uniform_filter(frame_rgb.astype(np.float32) / 255.0, (w, w, 1))
-        b = ndimage.uniform_filter(mem_rgb.astype(np.float32) / 255.0, (w, w, 1))
-        return smooth & (np.abs(a - b).mean(-1) < 0.5 * self.cfg.dynamic_threshold)
+        diff = local_colour_difference(frame_rgb, mem_rgb, self.cfg.dynamic_window)
+        return smooth & (diff < 0.5 * self.cfg.dynamic_threshold)
 
     def _keyframe_depth(
         self, gray, frames, K, T_est, tracked, keyframes, mem_xyz, mem_rgb, depth_out, conf_out, info, timer

@@ -290,9 +290,7 @@ def colour_from_frames(render: dict, camera: Camera, memory: SpatialMemory, sour
     Returns:
         ``rgb uint8 (H, W, 3)`` and ``bool (H, W)``: the pixels that took a frame's colour.
     """
-    from scipy import ndimage
-
-    from render.transfer import transfer_colours
+    from render.transfer import local_colour_difference, transfer_colours
     from spatia_py.memory import ORIGIN_OBSERVED
 
     rgb = render["rgb"]
@@ -304,10 +302,8 @@ def colour_from_frames(render: dict, camera: Camera, memory: SpatialMemory, sour
     if not took.any():
         return rgb, took
     took[took] = memory.origin[ids[took]] == ORIGIN_OBSERVED
-    mixed = np.where(took[..., None], t_rgb, rgb.astype(np.float32)) / 255.0
-    a = ndimage.uniform_filter(mixed, (window, window, 1))
-    b = ndimage.uniform_filter(rgb.astype(np.float32) / 255.0, (window, window, 1))
-    took &= np.abs(a - b).mean(-1) <= max_colour_diff
+    mixed = np.where(took[..., None], t_rgb, rgb.astype(np.float32))
+    took &= local_colour_difference(mixed, rgb, window) <= max_colour_diff
     out = rgb.copy()
     out[took] = np.clip(np.rint(t_rgb[took]), 0, 255).astype(np.uint8)
     return out, took
