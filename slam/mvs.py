@@ -2,8 +2,9 @@
 
 For a reference image and a few source images with known poses, every pixel tests depth
 hypotheses evenly spaced in inverse depth inside a per-pixel range; each hypothesis is scored by
-zero-mean normalised cross-correlation (ZNCC) over a small window against every source, the best
-``top_k`` sources are averaged (robust to occlusion and to a source that sees a moving actor),
+zero-mean normalised cross-correlation (ZNCC) over a small window against every source (optionally
+box-filtered once more: ``smooth_window``), the best ``top_k`` sources are averaged (robust to
+occlusion and to a source that sees a moving actor),
 winner-take-all picks the best plane and a parabola through its neighbours refines it below the
 plane spacing. A coarse wide sweep at low resolution seeds a narrow sweep at the working
 resolution. :func:`consistency_count` counts the other views that confirm a pixel's depth and
@@ -119,6 +120,7 @@ def plane_sweep(
     window: int = 5,
     top_k: int = 2,
     K_src: np.ndarray | None = None,
+    smooth_window: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sweep per-pixel inverse-depth ranges.
 
@@ -132,6 +134,9 @@ def plane_sweep(
         n_planes: hypotheses per pixel (>= 3), evenly spaced in inverse depth.
         window: ZNCC window (odd).
         top_k: sources averaged per hypothesis (the best ones).
+        smooth_window: if > 1, each source's ZNCC map is box-filtered again over this window
+            before the sources are ranked: the two boxes make a tent-weighted support that trusts
+            the centre more (figures: ``SlamConfig.mvs_smooth_window``).
 
     Returns:
         ``inv_depth (H, W)`` refined best inverse depth, ``cost (H, W)`` and ``n_visible (H, W)``.
@@ -168,6 +173,8 @@ def plane_sweep(
             S, P, H, W
         )
         zncc = _box(warped * ref_n, window)
+        if smooth_window > 1:
+            zncc = _box(zncc, smooth_window)
         # A source that does not see the hypothesis scores UNSEEN_ZNCC among the best top_k: a pixel
         # near the image border is often seen by fewer than top_k sources, and one strong match
         # there should still give it depth (with the default cost cut of 0.8 and top_k=2, a single
@@ -211,6 +218,7 @@ def sweep_coarse_to_fine(
     fine_planes: int = 8,
     window: int = 5,
     top_k: int = 2,
+    smooth_window: int = 0,
     prior_depth: np.ndarray | None = None,
     prior_rel: float = 0.1,
     crop: tuple[int, int, int, int] | None = None,
@@ -227,6 +235,7 @@ def sweep_coarse_to_fine(
         max_planes: cap on coarse hypotheses; the count follows the largest disparity range so
             consecutive planes move by about one coarse pixel.
         fine_planes: hypotheses of the narrow sweep (it spans two coarse plane steps).
+        smooth_window: second box filter of the ZNCC maps (see :func:`plane_sweep`).
         prior_depth: optional full-resolution ``(H, W)`` depth (e.g. rendered memory; 0 = none):
             where given, the fine sweep spans ``+-prior_rel`` around it instead of the coarse result.
         crop: optional ``(y0, y1, x0, x1)`` full-resolution box of the reference to sweep (e.g. the
@@ -269,7 +278,8 @@ def sweep_coarse_to_fine(
     base = np.linalg.norm(T_src_ref[:, :3, 3], axis=1).max()
     span = float((hi_c - lo_c).max())
     n_c = int(np.clip(math.ceil(Kc[0, 0] * base * span) + 1, 8, max_planes))
-    inv_c, cost_c, _ = plane_sweep(rn, sn, Kc, T_src_ref, lo_c, hi_c, n_c, window=window, top_k=top_k, K_src=Kcs)
+    inv_c, cost_c, _ = plane_sweep(rn, sn, Kc, T_src_ref, lo_c, hi_c, n_c, window=window, top_k=top_k, K_src=Kcs,
+                                  smooth_window=smooth_window)
     step_c = (hi_c - lo_c) / (n_c - 1)
     # Fine stage around the coarse result (or the prior).
     hf, wf, Kf, Kfs, rn, sn, rsd = at(scale)
@@ -283,7 +293,8 @@ def sweep_coarse_to_fine(
         lo_f = torch.where(has, 1.0 / (pd * (1 + prior_rel)).clamp_min(1e-3), lo_f)
         hi_f = torch.where(has, 1.0 / (pd * (1 - prior_rel)).clamp_min(1e-3), hi_f)
     inv_f, cost_f, nvis = plane_sweep(
-        rn, sn, Kf, T_src_ref, lo_f, hi_f, fine_planes, window=window, top_k=top_k, K_src=Kfs
+        rn, sn, Kf, T_src_ref, lo_f, hi_f, fine_planes, window=window, top_k=top_k, K_src=Kfs,
+        smooth_window=smooth_window,
     )
     depth = torch.where(inv_f > 0, 1.0 / inv_f.clamp_min(1e-6), torch.zeros_like(inv_f))
     box = tuple(int(round(v * scale)) for v in (y0, y1, x0, x1))

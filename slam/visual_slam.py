@@ -153,6 +153,8 @@ class VisualSlam:
             raise ValueError(f"slam.keyframe_stride must be >= 1, got {cfg.keyframe_stride}")
         if cfg.mvs_window % 2 != 1:
             raise ValueError(f"slam.mvs_window must be odd, got {cfg.mvs_window}")
+        if cfg.mvs_smooth_window != 0 and cfg.mvs_smooth_window % 2 != 1:
+            raise ValueError(f"slam.mvs_smooth_window must be 0 (off) or odd, got {cfg.mvs_smooth_window}")
         self.cfg = cfg
         self.voxel_size = float(voxel_size)
         self._history: list[tuple[np.ndarray, np.ndarray]] = []
@@ -574,7 +576,7 @@ class VisualSlam:
                     gray[ref], gray[near], K, T_src_ref, cfg.depth_min_m, cfg.depth_max_m,
                     scale=self._mvs_scales(W)[0], coarse_scale=self._mvs_scales(W)[1],
                     max_planes=cfg.mvs_max_planes, fine_planes=cfg.mvs_fine_planes, window=cfg.mvs_window,
-                    top_k=cfg.mvs_top_k,
+                    top_k=cfg.mvs_top_k, smooth_window=cfg.mvs_smooth_window,
                 )  # fmt: skip
                 good = (sw.cost <= 0.5 * cfg.mvs_max_cost) & (sw.texture >= cfg.mvs_min_texture)
                 d = torch.where(good, sw.depth, torch.zeros_like(sw.depth))
@@ -820,6 +822,7 @@ class VisualSlam:
                     fine_planes=cfg.mvs_fine_planes,
                     window=cfg.mvs_window,
                     top_k=cfg.mvs_top_k,
+                    smooth_window=cfg.mvs_smooth_window,
                     prior_depth=mem_depth_k,
                     prior_rel=cfg.memory_prior_rel,
                     crop=crop,

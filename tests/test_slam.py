@@ -226,8 +226,10 @@ def test_memory_tracking_against_given_templates():
     assert err[:, 0].max() < 0.004 and err[:, 1].max() < 0.08, err
 
 
-def test_mvs_recovers_plane_depth():
-    """A textured wall 2.5 m in front of the camera, sources moving sideways by 0.2-0.4 m."""
+@pytest.mark.parametrize("smooth_window", [0, 7])
+def test_mvs_recovers_plane_depth(smooth_window):
+    """A textured wall 2.5 m in front of the camera, sources moving sideways by 0.2-0.4 m; with
+    and without the second (tent) box filter of the ZNCC maps."""
     Hm, Wm = 120, 160
     Kp = intrinsics_from_fov(Wm, Hm, 60.0)
 
@@ -241,7 +243,8 @@ def test_mvs_recovers_plane_depth():
     ref = view(0.0)
     srcs = np.stack([view(o) for o in offsets])
     T_src_ref = np.stack([np.array([[1, 0, 0, -o], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]) for o in offsets])
-    sw = sweep_coarse_to_fine(ref, srcs, Kp, T_src_ref, 0.8, 8.0, scale=0.5, coarse_scale=0.25, window=7)
+    sw = sweep_coarse_to_fine(ref, srcs, Kp, T_src_ref, 0.8, 8.0, scale=0.5, coarse_scale=0.25, window=7,
+                              smooth_window=smooth_window)
     d = sw.depth.numpy()[4:-4, 4:-4]
     rel = np.abs(d - 2.5) / 2.5
     # At the 80x60 working resolution one pixel of disparity at the widest baseline is ~9% of
