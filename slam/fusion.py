@@ -81,15 +81,17 @@ def fuse_clip(
             md = out.depth.numpy()
             ids = out.point_ids.numpy()
             again = m & (md > 0) & (np.abs(depth - md) <= cfg.memory_snap_rel * md)
-            # The surface keyframe depth was snapped to (wider splats, see depth_memory_radius_scale)
-            # also counts as seen again: a gap between the narrow splats is not new surface, and
-            # fusing it would open voxels next to existing ones every time it is seen.
-            wide = _splat(memory, cam, cfg.depth_memory_radius_scale, cfg.render_max_radius_px).depth.numpy()
+            # The surface under the splats of fuse_known_radius_scale counts as seen again (with
+            # wider splats than the conditioning's, gaps between them are not fused as new).
+            wide = md
+            if cfg.fuse_known_radius_scale != cfg.render_radius_scale:
+                wide = _splat(memory, cam, cfg.fuse_known_radius_scale, cfg.render_max_radius_px).depth.numpy()
             known = m & (wide > 0) & (np.abs(depth - wide) <= cfg.memory_snap_rel * wide)
-            # Where the memory holds a different surface, only a depth confident enough to carve
-            # may add one: a less certain depth there is more likely a stereo outlier than a change,
-            # and fusing it would grow the memory on every pass.
-            conflict = m & (wide > 0) & ~known & (conf < cfg.carve_min_confidence)
+            # Where the memory holds a different surface (under the conditioning's splats: wider
+            # ones would fatten silhouettes into the surface behind), only a depth confident enough
+            # to carve may add one: a less certain depth there is more likely a stereo outlier than
+            # a change, and fusing it would grow the memory on every pass.
+            conflict = m & (md > 0) & ~again & ~known & (conf < cfg.carve_min_confidence)
             # Re-observed surface refines the memory only where the frame shows what the memory
             # holds (the generator followed it). Where it re-sampled the appearance instead,
             # averaging the new colour in would speckle the surface with a mix of two appearances
