@@ -163,6 +163,7 @@ def bench_mvs(clip) -> list[dict]:
     K = clip.cameras[0].K
     gray = to_gray(clip.frames)
     ref = len(gray) // 2
+    z = g.static_depth[ref][g.static_depth[ref] > 0]
     rows = []
     for offsets, window, smooth in (
         ([-4, -2, 2, 4], 5, 0), ([-4, -2, 2, 4], 7, 0), ([-6, -3, 3, 6], 5, 0), ([-6, -3, 3, 6], 7, 0),
@@ -170,7 +171,6 @@ def bench_mvs(clip) -> list[dict]:
     ):
         srcs = [ref + o for o in offsets if 0 <= ref + o < len(gray)]
         T_sr = np.stack([invert_pose(T[s]) @ T[ref] for s in srcs])
-        z = g.static_depth[ref][g.static_depth[ref] > 0]
         t = time.process_time()
         sw = sweep_coarse_to_fine(
             gray[ref], gray[srcs], K, T_sr, 0.6 * np.percentile(z, 1), 1.5 * np.percentile(z, 99), window=window,
