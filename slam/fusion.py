@@ -18,13 +18,26 @@ def _splat(memory, cam: Camera, radius_scale: float, max_radius_px: int):
                          radius=radius_scale * memory.voxel_size, max_radius_px=max_radius_px)
 
 
+def _far_from(mask: np.ndarray, margin_px: int) -> np.ndarray:
+    """``bool (H, W)``: pixels more than ``margin_px`` (Chebyshev distance) from any ``mask`` pixel."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return np.ones_like(mask, dtype=bool)
+    if margin_px <= 0:
+        return ~mask
+    return ~ndimage.maximum_filter(mask.astype(np.uint8), size=2 * margin_px + 1).astype(bool)
+
+
 def fuse_clip(
     memory, frames: np.ndarray, result: SlamResult, cameras: list[Camera], round_index: int, cfg: SlamConfig
 ) -> dict:
     """Fuse the static part of a clip into ``memory`` (in place).
 
     Only keyframes that were tracked contribute, and of those only pixels with depth, depth
-    confidence of at least ``cfg.fuse_min_confidence`` and not dynamic. With ``cfg.carve``, each
+    confidence of at least ``cfg.fuse_min_confidence`` and not dynamic; pixels more than
+    ``cfg.fuse_dynamic_margin_px`` from anything dynamic in the keyframe or its
+    ``cfg.fuse_dynamic_frames`` neighbours need only ``cfg.fuse_min_confidence_far``. With ``cfg.carve``, each
     such keyframe first removes memory points it sees through (only from pixels at least
     ``cfg.carve_min_confidence`` confident), so stale or wrong geometry is cleaned before new
     points arrive.
@@ -70,6 +83,14 @@ def fuse_clip(
         if cfg.carve and len(memory):
             removed += memory.carve(depth, cam, mask=static, depth_conf=conf, min_depth_conf=cfg.carve_min_confidence)
         m = static & (depth > 0) & (conf >= cfg.fuse_min_confidence)
+        if cfg.fuse_min_confidence_far < cfg.fuse_min_confidence:
+            # Weakly matched depth (smooth texture) is fused only far from anything found moving
+            # in this frame or its neighbours: a moving actor matches weakly too, and a mask can
+            # miss it in one frame.
+            lo, hi = max(0, k - cfg.fuse_dynamic_frames), min(N, k + cfg.fuse_dynamic_frames + 1)
+            near = result.dynamic_masks[lo:hi].any(0)
+            far = _far_from(near, cfg.fuse_dynamic_margin_px)
+            m |= far & static & (depth > 0) & (conf >= cfg.fuse_min_confidence_far)
         if not m.any():
             continue
         again = np.zeros_like(m)

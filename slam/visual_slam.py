@@ -155,6 +155,11 @@ class VisualSlam:
             raise ValueError(f"slam.mvs_window must be odd, got {cfg.mvs_window}")
         if cfg.mvs_smooth_window != 0 and cfg.mvs_smooth_window % 2 != 1:
             raise ValueError(f"slam.mvs_smooth_window must be 0 (off) or odd, got {cfg.mvs_smooth_window}")
+        if cfg.fuse_dynamic_margin_px < 0 or cfg.fuse_dynamic_frames < 0:
+            raise ValueError(
+                "slam.fuse_dynamic_margin_px and slam.fuse_dynamic_frames must be >= 0, got "
+                f"{cfg.fuse_dynamic_margin_px} and {cfg.fuse_dynamic_frames}"
+            )
         self.cfg = cfg
         self.voxel_size = float(voxel_size)
         self._history: list[tuple[np.ndarray, np.ndarray]] = []

@@ -352,6 +352,37 @@ def test_fusion_adds_a_conflicting_surface_only_when_confident():
     assert fuse(1.0) > 100
 
 
+def test_weak_depth_is_fused_only_far_from_anything_moving():
+    # A weakly matched depth (smooth texture) is fused where nothing moves nearby; near a region
+    # masked dynamic in a neighbouring frame (a mask may miss the actor in the keyframe) it is not.
+    cam = orbit_cameras(1)[0]
+    rgb, depth, _ = render_room(cam.T_world_cam)
+    cfg = SlamConfig(carve=False, fuse_dynamic_margin_px=10, fuse_dynamic_frames=1)
+    weak = 0.5 * (cfg.fuse_min_confidence + cfg.fuse_min_confidence_far)
+
+    def fuse(dyn):
+        res = SlamResult(T_world_cam=np.stack([cam.T_world_cam] * 3), tracked=np.ones(3, bool),
+                         tracking_quality=np.ones(3, np.float32), keyframes=[1],
+                         depth=np.stack([depth] * 3), depth_confidence=np.full((3, H, W), weak, np.float32),
+                         dynamic_masks=dyn)
+        mem = SpatialMemory(0.01)
+        fuse_clip(mem, np.stack([rgb] * 3), res, [cam] * 3, 0, cfg)
+        uv = (mem.xyz @ cam.T_cam_world[:3, :3].T + cam.T_cam_world[:3, 3]) @ K.T
+        return uv[:, 0] / uv[:, 2], len(mem)
+
+    _, n_all = fuse(np.zeros((3, H, W), bool))
+    assert n_all > 0.5 * H * W
+    dyn = np.zeros((3, H, W), bool)
+    dyn[0, :, :20] = True  # only the previous frame saw something moving on the left
+    u, n = fuse(dyn)
+    assert 0 < n < n_all
+    assert (u < 20 + 10 - 1).sum() == 0
+    assert (u > 40).sum() > 0.5 * (W - 40) * H
+    # With the lower threshold off, weak depth is not fused at all.
+    cfg.fuse_min_confidence_far = cfg.fuse_min_confidence
+    assert fuse(np.zeros((3, H, W), bool))[1] == 0
+
+
 def test_bundle_adjust_and_triangulation_round_trip():
     rng = np.random.default_rng(2)
     cams = orbit_cameras(5, step_deg=6.0)
@@ -400,6 +431,8 @@ def test_process_validates_inputs():
         slam.process(frames, cams, SpatialMemory(0.01), 0, depth=np.ones((3, H, W), np.float32))
     with pytest.raises(ValueError, match="oracle"):
         VisualSlam(SlamConfig(mode="oracle"), 0.01)
+    with pytest.raises(ValueError, match="fuse_dynamic_margin_px"):
+        VisualSlam(SlamConfig(fuse_dynamic_margin_px=-1), 0.01)
 
 
 def test_generator_depth_source_uses_given_depth():
