@@ -25,8 +25,8 @@ def capture():
 def test_fountain_novel_view_from_fused_memory(capture):
     """(a) MVS + fusion with the given cameras; the held-out middle view rendered from the rest.
 
-    Measured: view 5 PSNR 24.2 dB on 82% covered pixels (views 1, 3, 5, 7, 9: mean 23.5 dB, 71%
-    coverage, worst 22.1 dB / 56% at the ends of the arc, seen from one side only). A real
+    Measured: view 5 PSNR 24.2 dB on 83% covered pixels (views 1, 3, 5, 7, 9: mean 23.5 dB, 72%
+    coverage, worst 22.0 dB / 57% at the ends of the arc, seen from one side only). A real
     photo against a splatted point cloud at 1 cm voxels, with exposure changes between shots,
     will not reach the 30 dB of a re-rendered synthetic scene; below ~20 dB the geometry or the
     colours are wrong (a 1-pixel misregistration of this texture costs ~5 dB), and coverage
