@@ -24,8 +24,6 @@ def _far_from(mask: np.ndarray, margin_px: int) -> np.ndarray:
 
     if not mask.any():
         return np.ones_like(mask, dtype=bool)
-    if margin_px <= 0:
-        return ~mask
     return ~ndimage.maximum_filter(mask.astype(np.uint8), size=2 * margin_px + 1).astype(bool)
 
 
