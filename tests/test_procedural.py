@@ -217,6 +217,10 @@ def test_control_error_statistics_and_smoothness():
     T = gen.control_error(_req(small, round_index=5))
     for c, Ta, Tp in zip(small, clip.ground_truth.T_world_cam, T, strict=True):
         assert np.allclose(invert_pose(c.T_world_cam) @ Ta, Tp, atol=1e-9)
+    # A longer request of the same round extends the sequence: a frame's error does not depend on
+    # how many frames follow it (look-ahead frames, see RunConfig.lookahead_frames).
+    assert np.allclose(gen.control_error(_req(cams[:20], round_index=3)),
+                       gen.control_error(_req(cams[:24], round_index=3))[:20], atol=1e-12)
 
 
 def test_no_control_error_means_commanded_poses():

@@ -1193,8 +1193,10 @@ class ProceduralGenerator:
         half = int(3 * sigma_f)
         k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_f) ** 2)
         k /= np.linalg.norm(k)
-        white = rng.standard_normal((6, n + 2 * half))
-        smooth = np.stack([np.convolve(w, k, mode="valid") for w in white], axis=1)  # (n, 6)
+        # Drawn frame by frame, so a frame's error does not depend on how many frames follow it
+        # (a longer request for the same round extends the sequence; look-ahead frames rely on it).
+        white = rng.standard_normal((n + 2 * half, 6))
+        smooth = np.stack([np.convolve(w, k, mode="valid") for w in white.T], axis=1)  # (n, 6)
         rot = smooth[:, :3] * math.radians(self.cfg.control_error_deg)
         trans = smooth[:, 3:] * self.cfg.control_error_m
         T = np.tile(np.eye(4), (n, 1, 1))
