@@ -108,6 +108,10 @@ class SlamConfig:
     mvs_max_source_angle_deg: float = 30.0
     """Sources whose viewing direction differs from the keyframe's by more than this are replaced
     by nearer frames (on a 24 deg/frame path the +-3/+-6 offsets would see other walls)."""
+    mvs_min_baseline_frac: float = 0.25
+    """A stereo source must be at least this fraction of the clip's median frame-to-frame camera
+    translation away from the keyframe: a source at the keyframe's own centre (a path that stops
+    or turns back) matches at every depth and would decide the sweep by noise. 0 keeps all."""
     mvs_top_k: int = 2
     """Sources averaged per hypothesis (the best ones: robust to occlusion and moving actors)."""
     mvs_max_cost: float = 0.8

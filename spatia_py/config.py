@@ -146,6 +146,11 @@ class RunConfig:
     prompt: str = ""
     frames_per_round: int = 16
     """Frames generated per round (one clip)."""
+    lookahead_frames: int = 4
+    """Frames generated past each segment but the last, used by SLAM and then discarded (the next
+    round generates them again). Content entering view in a segment's last frames is otherwise seen
+    from one side only, not confirmed, not fused, and so re-sampled by the next clip: the world
+    would change at every clip boundary. 0 turns look-ahead off."""
     path: PathConfig = field(default_factory=PathConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
@@ -279,6 +284,7 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(msg)
 
     need(cfg.frames_per_round >= 2, f"frames_per_round must be >= 2, got {cfg.frames_per_round}")
+    need(cfg.lookahead_frames >= 0, f"lookahead_frames must be >= 0 (0 turns look-ahead off), got {cfg.lookahead_frames}")
     need(cfg.path.width >= 16 and cfg.path.height >= 16,
          f"path.width/height must be >= 16 pixels, got {cfg.path.width}x{cfg.path.height}")
     need(cfg.path.n_frames >= 2, f"path.n_frames must be >= 2, got {cfg.path.n_frames}")

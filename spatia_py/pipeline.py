@@ -22,7 +22,7 @@ from spatia_py.config import ConfigError, RunConfig, config_from_dict, config_to
 from spatia_py.geometry import Camera, CameraPath, GeometryError, build_path
 from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory
 from spatia_py.rundir import RoundRecord, RunDir, atomic_write_json, atomic_write_text
-from spatia_py.types import Clip, GenerationRequest, SlamResult
+from spatia_py.types import Clip, ConditioningMaps, GenerationRequest, SlamResult
 
 __all__ = ["PipelineError", "RoundLoop", "build_commanded_path", "make_generator", "oracle_slam",
            "compute_metrics", "run", "summary_line", "load_run_config"]
@@ -100,6 +100,41 @@ def oracle_slam(clip: Clip, keyframe_stride: int = 2) -> SlamResult:
         keyframes=keyframes, depth=depth, depth_confidence=(depth > 0).astype(np.float32),
         dynamic_masks=gt.dynamic_masks.copy(), timings_s={}, info={"mode": "oracle (ground truth)"},
     )
+
+
+def _commit(clip: Clip, n: int) -> Clip:
+    """The first ``n`` frames of ``clip`` (look-ahead frames dropped), ground truth included."""
+    gt = clip.ground_truth
+    if gt is not None:
+        gt = dataclasses.replace(
+            gt, T_world_cam=gt.T_world_cam[:n], depth=gt.depth[:n], dynamic_masks=gt.dynamic_masks[:n],
+            actor_positions=gt.actor_positions[:n],
+            static_depth=None if gt.static_depth is None else gt.static_depth[:n])
+    return dataclasses.replace(clip, frames=clip.frames[:n], cameras=clip.cameras[:n],
+                               depth=None if clip.depth is None else clip.depth[:n], ground_truth=gt)
+
+
+def _commit_slam(result: SlamResult, n: int) -> SlamResult:
+    """SLAM's estimate for the first ``n`` frames; what it said about the look-ahead frames stays
+    in ``info["lookahead"]`` (their keyframes were fused, see :meth:`RoundLoop.run_round`)."""
+    failures = result.info.get("failures", {})
+    info = {**result.info, "failures": {k: v for k, v in failures.items() if int(k) < n}}
+    info["lookahead"] = {
+        "frames": int(len(result.tracked) - n),
+        "keyframes_fused": [int(k) for k in result.keyframes if k >= n],
+        "failures": {k: v for k, v in failures.items() if int(k) >= n},
+    }
+    return dataclasses.replace(
+        result, T_world_cam=result.T_world_cam[:n], tracked=result.tracked[:n],
+        tracking_quality=result.tracking_quality[:n], keyframes=[k for k in result.keyframes if k < n],
+        depth=result.depth[:n], depth_confidence=result.depth_confidence[:n],
+        dynamic_masks=result.dynamic_masks[:n], info=info)
+
+
+def _commit_conditioning(cond: ConditioningMaps | None, n: int) -> ConditioningMaps | None:
+    if cond is None:
+        return None
+    return dataclasses.replace(cond, rgb=cond.rgb[:n], depth=cond.depth[:n], validity=cond.validity[:n])
 
 
 @dataclass
@@ -226,10 +261,29 @@ class RoundLoop:
         frames = np.concatenate([r.frames for r in self.records[-2:]])
         return frames[-k:]
 
+    def _lookahead(self, start: int, stop: int) -> int:
+        """Look-ahead frames of segment ``[start, stop)``: up to ``cfg.lookahead_frames`` within the
+        path, stopping at the first camera back at one of the segment's own centres (where the path
+        turns back, look-ahead frames would see nothing new and only give the segment's last
+        keyframes stereo sources on one side)."""
+        cams = self.path.cameras
+        centres = np.stack([c.T_world_cam[:3, 3] for c in cams[start:stop]])
+        steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+        near = 0.5 * float(np.median(steps)) if len(steps) else 0.0
+        extra = 0
+        for cam in cams[stop:stop + self.cfg.lookahead_frames]:
+            if near > 0 and np.linalg.norm(centres - cam.T_world_cam[:3, 3], axis=1).min() < near:
+                break
+            extra += 1
+        return extra
+
     # one round ---------------------------------------------------------------------------------
     def run_round(self, r: int, start: int, stop: int) -> RoundRecord:
+        """One round: frames ``[start, stop)`` are committed; ``cfg.lookahead_frames`` more (within
+        the path) are generated, tracked and fused from, then discarded (see ``RunConfig``)."""
         cfg = self.cfg
-        cams = self.path.cameras[start:stop]
+        n = stop - start
+        cams = self.path.cameras[start:stop + self._lookahead(start, stop)]
         timings: dict[str, float] = {}
         timer = _RoundTimer(timings)
 
@@ -274,11 +328,12 @@ class RoundLoop:
                 templates = None
                 if conditioning is not None and cfg.slam.track_conditioning:
                     templates = (conditioning.rgb, conditioning.depth)
-                result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth, templates=templates)
-        n_untracked = int((~result.tracked).sum())
+                result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth, templates=templates,
+                                           commit=n)
+        n_untracked = int((~result.tracked[:n]).sum())
         if n_untracked:
             log.warning("round %d: %d of %d frames could not be tracked and are not fused (%s)", r, n_untracked,
-                        len(cams), result.info.get("failures", "see slam.json"))
+                        n, result.info.get("failures", "see slam.json"))
 
         # 4. Fuse the static part into the memory (the same fusion for visual and oracle SLAM).
         previous = self.memory.copy() if self.logger is not None else None
@@ -286,6 +341,9 @@ class RoundLoop:
             from slam.fusion import fuse_clip
 
             fuse_stats = fuse_clip(self.memory, clip.frames, result, cams, r, cfg.slam)
+        if len(cams) > n:  # look-ahead frames have served SLAM and fusion; only the segment is kept
+            clip, result, conditioning = _commit(clip, n), _commit_slam(result, n), _commit_conditioning(conditioning, n)
+            cams = cams[:n]
 
         # Index the tracked frames of this round by the memory cells they see (reference retrieval
         # later) and, for colour transfer, by the depth they saw and their static pixels.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spatia_py.cli import main
-from spatia_py.config import load_config
+from spatia_py.config import ConfigError, load_config
 from spatia_py.memory import SpatialMemory
 from spatia_py.pipeline import PipelineError, RoundLoop
 from spatia_py.rundir import RunDir
@@ -127,3 +127,35 @@ def test_render_command(tmp_path):
     # A second render into the same folder is refused, nothing overwritten.
     assert main(["render", str(out), "--path", str(tmp_path / "p.json"), "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 2
+
+
+def test_lookahead_frames_serve_slam_and_are_not_committed(tmp_path, monkeypatch):
+    cfg = tiny_config("slam=oracle", "path.n_frames=24", "lookahead_frames=3")  # rounds of 8, 8, 8
+    loop = RoundLoop(cfg, tmp_path / "run", progress=False)
+    asked, fused = [], []
+    real_generate = loop.generator.generate
+    real_fuse = __import__("slam.fusion", fromlist=["fuse_clip"]).fuse_clip
+
+    def generate(request):
+        asked.append((request.frame_offset, len(request.cameras)))
+        return real_generate(request)
+
+    def fuse(memory, frames, result, cameras, r, c):
+        fused.append((len(frames), max(result.keyframes)))
+        return real_fuse(memory, frames, result, cameras, r, c)
+
+    monkeypatch.setattr(loop.generator, "generate", generate)
+    monkeypatch.setattr("slam.fusion.fuse_clip", fuse)
+    m = loop.run()
+    # Rounds 0 and 1 see 3 frames past their segment (fused from); the last round has none.
+    assert asked == [(0, 11), (8, 11), (16, 8)]
+    assert [n for n, _ in fused] == [11, 11, 8] and fused[0][1] >= 8
+    assert m["frames"] == 24 and [len(r.frames) for r in loop.records] == [8, 8, 8]
+    assert all(max(r.slam.keyframes) < 8 for r in loop.records)
+    assert loop.records[0].slam.info["lookahead"]["frames"] == 3
+    assert len(json.loads((tmp_path / "run" / "cameras.json").read_text())["cameras"]) == 24
+    # Look-ahead stops where the path turns back onto the segment (it would see nothing new).
+    loop.path.cameras[8:16] = loop.path.cameras[7::-1]
+    assert loop._lookahead(0, 8) == 0 and loop._lookahead(8, 16) == 3
+    with pytest.raises(ConfigError, match="lookahead_frames"):
+        tiny_config("lookahead_frames=-1")

@@ -433,6 +433,20 @@ def test_process_validates_inputs():
         VisualSlam(SlamConfig(mode="oracle"), 0.01)
     with pytest.raises(ValueError, match="fuse_dynamic_margin_px"):
         VisualSlam(SlamConfig(fuse_dynamic_margin_px=-1), 0.01)
+    with pytest.raises(ValueError, match="commit"):
+        slam.process(frames, cams, SpatialMemory(0.01), 0, commit=4)
+
+
+def test_stereo_sources_skip_frames_at_the_keyframes_centre():
+    """A path that stops or turns back puts frames at the keyframe's own centre: such a source
+    matches at every depth, so it is replaced by the nearest frame with a baseline."""
+    T = np.stack([se3_exp(np.array([0.0, 0.0, 0.0, 0.1 * i, 0.0, 0.0])) for i in range(8)])
+    T[5] = T[4]  # frame 5 stands where keyframe 4 stands
+    slam = VisualSlam(SlamConfig(mvs_source_offsets=[-1, 1]), 0.01)
+    tracked = np.ones(8, bool)
+    assert slam._sources(4, 8, tracked, T) == [3, 6]
+    assert VisualSlam(SlamConfig(mvs_source_offsets=[-1, 1], mvs_min_baseline_frac=0.0), 0.01)._sources(
+        4, 8, tracked, T) == [3, 5]
 
 
 def test_generator_depth_source_uses_given_depth():
