@@ -714,10 +714,7 @@ class VisualSlam:
         path needs nearer sources than a smooth video); missing ones are replaced by the nearest
         unused usable frames."""
         cfg = self.cfg
-
-        def pose(j):
-            return T_est[j] if j >= 0 else self._history[j][1]
-
+        pose = self._source_pose
         idx = np.flatnonzero(tracked)
         steps = np.linalg.norm(np.diff(T_est[idx, :3, 3], axis=0), axis=1)
         min_baseline = cfg.mvs_min_baseline_frac * float(np.median(steps)) if len(steps) else 0.0
@@ -725,9 +722,10 @@ class VisualSlam:
         def usable(j):
             if j == k or (j >= 0 and (j >= N or not tracked[j])) or (j < 0 and -j > len(self._history)):
                 return False
-            if min_baseline > 0 and np.linalg.norm(pose(j)[:3, 3] - T_est[k][:3, 3]) < min_baseline:
+            T = pose(j, T_est)
+            if min_baseline > 0 and np.linalg.norm(T[:3, 3] - T_est[k][:3, 3]) < min_baseline:
                 return False
-            return rotation_angle_deg(pose(j)[:3, :3], T_est[k][:3, :3]) <= cfg.mvs_max_source_angle_deg
+            return rotation_angle_deg(T[:3, :3], T_est[k][:3, :3]) <= cfg.mvs_max_source_angle_deg
 
         out: list[int] = []
         for o in cfg.mvs_source_offsets:
@@ -746,13 +744,17 @@ class VisualSlam:
             d += 1
         return out
 
+    def _source_pose(self, j: int, T_est: np.ndarray) -> np.ndarray:
+        """``T_world_cam`` of stereo source ``j``: a frame of this clip, or (negative) a history frame."""
+        return T_est[j] if j >= 0 else self._history[j][1]
+
     def _source_stack(self, k: int, srcs: list[int], gray: np.ndarray, T_est: np.ndarray):
         """``(src_gray (S, H, W), T_src_ref (S, 4, 4))`` of keyframe ``k``'s stereo sources ``srcs``
         (from :meth:`_sources`; negative: history frames), or ``None`` without any."""
         if not srcs:
             return None
         src_gray = np.stack([gray[j] if j >= 0 else self._history[j][0] for j in srcs])
-        T_src = np.stack([T_est[j] if j >= 0 else self._history[j][1] for j in srcs])
+        T_src = np.stack([self._source_pose(j, T_est) for j in srcs])
         return src_gray, np.einsum("nij,jk->nik", invert_pose(T_src), T_est[k])
 
     def _depth_range(self, K, T_world_cam, W, H, mem_depth) -> tuple[float, float]:

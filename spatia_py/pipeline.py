@@ -132,6 +132,7 @@ def _commit_slam(result: SlamResult, n: int) -> SlamResult:
 
 
 def _commit_conditioning(cond: ConditioningMaps | None, n: int) -> ConditioningMaps | None:
+    """The conditioning maps of the first ``n`` frames (reference frames are per clip and stay)."""
     if cond is None:
         return None
     return dataclasses.replace(cond, rgb=cond.rgb[:n], depth=cond.depth[:n], validity=cond.validity[:n])
