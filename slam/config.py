@@ -76,6 +76,10 @@ class SlamConfig:
     keyframe_end_margin: int = 2
     """The newest keyframe is this many frames before the clip's end, so it has stereo sources
     on both sides (the clip's last frames are covered by the next clip's first keyframe)."""
+    keyframe_confirm_min_fraction: float = 0.01
+    """When more than this fraction of a keyframe's swept depth lies in no other keyframe's view
+    (nor on the memory), a neighbouring frame that sees it becomes a keyframe too, so the depth can
+    be confirmed and fused (0 turns this off); see ``VisualSlam._confirming_keyframes``."""
     keyframe_min_new_coverage: float = 0.0
     """Skip a keyframe candidate when less than this fraction of it is new to the memory (0 keeps
     all: keyframes also form the clip's static model for dynamic masks, and a keyframe the memory
@@ -112,6 +116,15 @@ class SlamConfig:
     """A stereo source must be at least this fraction of the clip's median frame-to-frame camera
     translation away from the keyframe: a source at the keyframe's own centre (a path that stops
     or turns back) matches at every depth and would decide the sweep by noise. 0 keeps all."""
+    mvs_fallback_offsets: list = field(default_factory=lambda: [-1, 1])
+    """Neighbours of a keyframe (offsets within the clip; negative ones may be history frames) added
+    as stereo sources that count only where fewer than ``mvs_top_k`` of the regular sources see a
+    pixel: content at the image border that the +-3/+-6 frames no longer (or not yet) see, as when
+    the camera moves forward after a turn. A short baseline also matches at wrong depths, so they
+    never replace a regular source that sees the pixel. [] turns this off."""
+    mvs_fallback_min_fraction: float = 0.01
+    """A keyframe gets a second sweep with its fallback sources only when more than this fraction of
+    it is seen by fewer than ``mvs_top_k`` regular sources (the sweep covers just those pixels)."""
     mvs_top_k: int = 2
     """Sources averaged per hypothesis (the best ones: robust to occlusion and moving actors)."""
     mvs_max_cost: float = 0.8

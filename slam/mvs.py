@@ -121,6 +121,7 @@ def plane_sweep(
     top_k: int = 2,
     K_src: np.ndarray | None = None,
     smooth_window: int = 0,
+    fallback: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sweep per-pixel inverse-depth ranges.
 
@@ -137,6 +138,10 @@ def plane_sweep(
         smooth_window: if > 1, each source's ZNCC map is box-filtered again over this window
             before the sources are ranked: the two boxes make a tent-weighted support that trusts
             the centre more (figures: ``SlamConfig.mvs_smooth_window``).
+        fallback: optional ``bool (S,)``: sources ranked after every other source that sees a
+            hypothesis, so they enter the best ``top_k`` only where fewer than ``top_k`` of the
+            others see it (short-baseline neighbours for content at the image border, which would
+            otherwise win everywhere: a short baseline matches well at wrong depths too).
 
     Returns:
         ``inv_depth (H, W)`` refined best inverse depth, ``cost (H, W)`` and ``n_visible (H, W)``.
@@ -144,6 +149,11 @@ def plane_sweep(
     S, Hs, Ws = src_n.shape
     H, W = ref_n.shape
     k = min(top_k, S)
+    rank_offset = None
+    if fallback is not None and np.any(fallback) and k < S:
+        # ZNCC is in [-1, 1]: primary sources that see the hypothesis rank first, then fallback
+        # sources that see it, then unseen ones (scored UNSEEN_ZNCC below).
+        rank_offset = torch.as_tensor(np.asarray(fallback, bool), dtype=torch.float32)[:, None, None, None] * 4.0
     rays = _rays(K, H, W)
     R = torch.from_numpy(T_src_ref[:, :3, :3])
     t = torch.from_numpy(T_src_ref[:, :3, 3])
@@ -180,7 +190,11 @@ def plane_sweep(
         # there should still give it depth (with the default cost cut of 0.8 and top_k=2, a single
         # source must reach ZNCC 0.8); -1 would reject every such pixel.
         zncc = torch.where(inside, zncc, UNSEEN_ZNCC)
-        best = zncc.topk(k, dim=0).values.mean(0) if k < S else zncc.mean(0)
+        if rank_offset is not None:
+            rank = torch.where(inside, zncc - rank_offset, -16.0)
+            best = zncc.gather(0, rank.topk(k, dim=0).indices).mean(0)
+        else:
+            best = zncc.topk(k, dim=0).values.mean(0) if k < S else zncc.mean(0)
         costs[j0 : j0 + P] = 1.0 - best
         vis[j0 : j0 + P] = inside.sum(0).to(torch.int8)
     c_best, j_best = costs.min(0)
@@ -222,6 +236,7 @@ def sweep_coarse_to_fine(
     prior_depth: np.ndarray | None = None,
     prior_rel: float = 0.1,
     crop: tuple[int, int, int, int] | None = None,
+    fallback: np.ndarray | None = None,
 ) -> SweepResult:
     """Coarse wide sweep at ``coarse_scale``, then a narrow sweep at ``scale`` around it.
 
@@ -241,6 +256,8 @@ def sweep_coarse_to_fine(
         crop: optional ``(y0, y1, x0, x1)`` full-resolution box of the reference to sweep (e.g. the
             part the memory does not already explain); snapped outwards to the coarse pixel grid.
             The result then covers only the (snapped) box, see :attr:`SweepResult.box`.
+        fallback: optional ``bool (S,)`` sources used only where the others do not see a
+            hypothesis (see :func:`plane_sweep`).
 
     Returns:
         :class:`SweepResult` at the working resolution.
@@ -279,7 +296,7 @@ def sweep_coarse_to_fine(
     span = float((hi_c - lo_c).max())
     n_c = int(np.clip(math.ceil(Kc[0, 0] * base * span) + 1, 8, max_planes))
     inv_c, cost_c, _ = plane_sweep(rn, sn, Kc, T_src_ref, lo_c, hi_c, n_c, window=window, top_k=top_k, K_src=Kcs,
-                                  smooth_window=smooth_window)
+                                  smooth_window=smooth_window, fallback=fallback)
     step_c = (hi_c - lo_c) / (n_c - 1)
     # Fine stage around the coarse result (or the prior).
     hf, wf, Kf, Kfs, rn, sn, rsd = at(scale)
@@ -294,7 +311,7 @@ def sweep_coarse_to_fine(
         hi_f = torch.where(has, 1.0 / (pd * (1 - prior_rel)).clamp_min(1e-3), hi_f)
     inv_f, cost_f, nvis = plane_sweep(
         rn, sn, Kf, T_src_ref, lo_f, hi_f, fine_planes, window=window, top_k=top_k, K_src=Kfs,
-        smooth_window=smooth_window,
+        smooth_window=smooth_window, fallback=fallback,
     )
     depth = torch.where(inv_f > 0, 1.0 / inv_f.clamp_min(1e-6), torch.zeros_like(inv_f))
     box = tuple(int(round(v * scale)) for v in (y0, y1, x0, x1))

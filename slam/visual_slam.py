@@ -124,6 +124,14 @@ def _resize_area(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return out.reshape(img.shape[:-3] + (h, w, img.shape[-1]))
 
 
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` bounding box of the true pixels of a 2-D mask (``None`` when empty)."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if not len(rows):
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def _place(a: torch.Tensor, box: tuple[int, int, int, int], h: int, w: int) -> torch.Tensor:
     """``a`` (a crop) placed into a zero ``(h, w)`` image at ``box = (y0, y1, x0, x1)``."""
     out = torch.zeros((h, w), dtype=a.dtype)
@@ -154,6 +162,13 @@ class VisualSlam:
             raise ValueError(f"slam.keyframe_stride must be >= 1, got {cfg.keyframe_stride}")
         if cfg.mvs_min_baseline_frac < 0:
             raise ValueError(f"slam.mvs_min_baseline_frac must be >= 0 (0 keeps all sources), got {cfg.mvs_min_baseline_frac}")
+        for name in ("mvs_fallback_min_fraction", "keyframe_confirm_min_fraction"):
+            if not 0.0 <= getattr(cfg, name) <= 1.0:
+                raise ValueError(f"slam.{name} must be in [0, 1], got {getattr(cfg, name)}")
+        if any(not isinstance(o, int) or o == 0 for o in cfg.mvs_fallback_offsets):
+            raise ValueError(
+                f"slam.mvs_fallback_offsets must be non-zero integer frame offsets, got {cfg.mvs_fallback_offsets}"
+            )
         if cfg.mvs_window % 2 != 1:
             raise ValueError(f"slam.mvs_window must be odd, got {cfg.mvs_window}")
         if cfg.mvs_smooth_window != 0 and cfg.mvs_smooth_window % 2 != 1:
@@ -286,6 +301,7 @@ class VisualSlam:
                 kf_aux = self._keyframe_depth(
                     gray, frames, K, T_est, tracked, keyframes, mem_xyz, mem_rgb, depth_out, conf_out, info, timer
                 )
+                keyframes = sorted(set(keyframes) | set(kf_aux))  # with the confirming ones
 
         # ---- dynamic masks ----------------------------------------------------------------
         with timer("masks"):
@@ -714,19 +730,7 @@ class VisualSlam:
         path needs nearer sources than a smooth video); missing ones are replaced by the nearest
         unused usable frames."""
         cfg = self.cfg
-        pose = self._source_pose
-        idx = np.flatnonzero(tracked)
-        steps = np.linalg.norm(np.diff(T_est[idx, :3, 3], axis=0), axis=1)
-        min_baseline = cfg.mvs_min_baseline_frac * float(np.median(steps)) if len(steps) else 0.0
-
-        def usable(j):
-            if j == k or (j >= 0 and (j >= N or not tracked[j])) or (j < 0 and -j > len(self._history)):
-                return False
-            T = pose(j, T_est)
-            if min_baseline > 0 and np.linalg.norm(T[:3, 3] - T_est[k][:3, 3]) < min_baseline:
-                return False
-            return rotation_angle_deg(T[:3, :3], T_est[k][:3, :3]) <= cfg.mvs_max_source_angle_deg
-
+        usable = self._source_usable(k, N, tracked, T_est)
         out: list[int] = []
         for o in cfg.mvs_source_offsets:
             step = 1 if o > 0 else -1
@@ -743,6 +747,31 @@ class VisualSlam:
                     out.append(j)
             d += 1
         return out
+
+    def _source_usable(self, k: int, N: int, tracked: np.ndarray, T_est: np.ndarray):
+        """Predicate: may frame ``j`` (negative: history frame) be a stereo source of keyframe ``k``?
+        It must exist and be tracked, lie ``mvs_min_baseline_frac`` of the clip's median frame step
+        away and look within ``mvs_max_source_angle_deg`` of the keyframe."""
+        cfg = self.cfg
+        idx = np.flatnonzero(tracked)
+        steps = np.linalg.norm(np.diff(T_est[idx, :3, 3], axis=0), axis=1)
+        min_baseline = cfg.mvs_min_baseline_frac * float(np.median(steps)) if len(steps) else 0.0
+
+        def usable(j: int) -> bool:
+            if j == k or (j >= 0 and (j >= N or not tracked[j])) or (j < 0 and -j > len(self._history)):
+                return False
+            T = self._source_pose(j, T_est)
+            if min_baseline > 0 and np.linalg.norm(T[:3, 3] - T_est[k][:3, 3]) < min_baseline:
+                return False
+            return rotation_angle_deg(T[:3, :3], T_est[k][:3, :3]) <= cfg.mvs_max_source_angle_deg
+
+        return usable
+
+    def _fallback_sources(self, k: int, srcs: list[int], N: int, tracked: np.ndarray, T_est: np.ndarray) -> list[int]:
+        """Extra stereo sources of keyframe ``k`` at ``mvs_fallback_offsets`` (not already in ``srcs``),
+        used only where fewer than ``mvs_top_k`` of ``srcs`` see a pixel."""
+        usable = self._source_usable(k, N, tracked, T_est)
+        return [k + o for o in self.cfg.mvs_fallback_offsets if k + o not in srcs and usable(k + o)]
 
     def _source_pose(self, j: int, T_est: np.ndarray) -> np.ndarray:
         """``T_world_cam`` of stereo source ``j``: a frame of this clip, or (negative) a history frame."""
@@ -794,7 +823,10 @@ class VisualSlam:
         self, gray, frames, K, T_est, tracked, keyframes, mem_xyz, mem_rgb, depth_out, conf_out, info, timer
     ) -> dict:
         """Keyframe depth: memory reuse where the memory explains the frame, plane sweep elsewhere
-        (cropped to the unexplained part), then geometric consistency across keyframes and memory."""
+        (cropped to the unexplained part), then geometric consistency across keyframes and memory.
+
+        Keyframes whose swept depth no other keyframe (nor the memory) sees get a confirming
+        keyframe (see :meth:`_confirming_keyframes`); the returned dict holds those too."""
         cfg = self.cfg
         N, H, W = gray.shape
         hs, ws = int(round(H * self._mvs_scales(W)[0])), int(round(W * self._mvs_scales(W)[0]))
@@ -802,73 +834,16 @@ class VisualSlam:
         per_kf = {}
         kf_info = []
         for k in keyframes:
-            srcs = self._sources(k, N, tracked, T_est)
-            stack = self._source_stack(k, srcs, gray, T_est)
-            if stack is None:
-                kf_info.append({"keyframe": int(k), "error": "no source frames"})
-                continue
-            src_gray, T_src_ref = stack
-            mem_rgb_k = mem_depth_k = agree = None
-            crop = None
-            if len(mem_xyz):
-                # Wider splats than the tracking template: a surface the memory holds should be
-                # continuous here, so re-observations snap onto it instead of thickening it.
-                mem_rgb_k, mem_depth_k = self._render(
-                    mem_xyz, mem_rgb, K, T_est[k], W, H, radius_scale=cfg.depth_memory_radius_scale
-                )
-                agree = self._memory_agrees(frames[k], mem_rgb_k, mem_depth_k)
-                need = ndimage.binary_dilation(~agree, iterations=int(2 * cfg.mvs_window / self._mvs_scales(W)[0]))
-                if need.mean() < 0.8 and need.any():
-                    rows, cols = np.nonzero(need.any(1))[0], np.nonzero(need.any(0))[0]
-                    crop = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-                elif not need.any():
-                    crop = (0, 0, 0, 0)
-            dmin, dmax = self._depth_range(K, T_est[k], W, H, mem_depth_k)
-            e = {
-                "keyframe": int(k),
-                "sources": [int(j) for j in srcs],
-                "range_m": [round(dmin, 3), round(dmax, 3)],
-                "swept_fraction": 1.0,
-            }
-            if crop == (0, 0, 0, 0):
-                raw = torch.zeros((hs, ws))
-                cost = torch.full((hs, ws), 2.0)
-                good = torch.zeros((hs, ws), dtype=torch.bool)
-                e["swept_fraction"] = 0.0
-            else:
-                sw = sweep_coarse_to_fine(
-                    gray[k],
-                    src_gray,
-                    K,
-                    T_src_ref,
-                    dmin,
-                    dmax,
-                    scale=self._mvs_scales(W)[0],
-                    coarse_scale=self._mvs_scales(W)[1],
-                    max_planes=cfg.mvs_max_planes,
-                    fine_planes=cfg.mvs_fine_planes,
-                    window=cfg.mvs_window,
-                    top_k=cfg.mvs_top_k,
-                    smooth_window=cfg.mvs_smooth_window,
-                    prior_depth=mem_depth_k,
-                    prior_rel=cfg.memory_prior_rel,
-                    crop=crop,
-                )
-                raw = sw.full("depth", hs, ws)
-                cost = sw.full("cost", hs, ws, fill=2.0)
-                good = (sw.cost <= cfg.mvs_max_cost) & (sw.texture >= cfg.mvs_min_texture) & (sw.n_visible >= 1)
-                good = _place(good, sw.box, hs, ws)
-                y0, y1, x0, x1 = sw.box
-                e["swept_fraction"] = round((y1 - y0) * (x1 - x0) / (hs * ws), 3)
-            per_kf[k] = {
-                "raw": raw,
-                "good": good,
-                "cost": cost,
-                "mem_rgb": mem_rgb_k,
-                "mem_depth": mem_depth_k,
-                "agree": agree,
-            }
+            d, e = self._sweep_keyframe(k, gray, frames, K, T_est, tracked, mem_xyz, mem_rgb, hs, ws)
             kf_info.append(e)
+            if d is not None:
+                per_kf[k] = d
+        for c, region, of in self._confirming_keyframes(per_kf, keyframes, Ks, T_est, tracked, hs, ws, W / ws):
+            d, e = self._sweep_keyframe(c, gray, frames, K, T_est, tracked, mem_xyz, mem_rgb, hs, ws, region=region)
+            e["confirms"] = int(of)
+            kf_info.append(e)
+            if d is not None:
+                per_kf[c] = d
         # Geometric consistency: a depth is confirmed when another keyframe's sweep or the memory
         # agrees with it; confirmed pixels then vouch for agreeing neighbours on the same surface.
         for k, d in per_kf.items():
@@ -916,6 +891,159 @@ class VisualSlam:
                 e.update(per_kf[k].get("stats", {}))
         info["keyframes"] = kf_info
         return per_kf
+
+    def _confirming_keyframes(self, per_kf, keyframes, Ks, T_est, tracked, hs, ws, full_scale):
+        """Extra keyframes for swept depth that nothing could confirm: a keyframe's depth counts
+        only where another keyframe or the memory agrees, so content inside no other keyframe's
+        view (the image border of a frame after a turn, when the camera then moves forward) would
+        never be fused, and the next clip would re-sample it. For each keyframe where such pixels
+        exceed ``keyframe_confirm_min_fraction`` of the frame, the non-keyframe within
+        ``keyframe_stride`` frames that sees most of them becomes a keyframe, swept only around them.
+
+        Returns ``[(frame, full-resolution box (y0, y1, x0, x1), keyframe it confirms), ...]``."""
+        cfg = self.cfg
+        if cfg.keyframe_confirm_min_fraction <= 0 or not per_kf:
+            return []
+        N = len(tracked)
+        m = cfg.mvs_window  # working pixels: a ZNCC window must fit inside the image
+        v, u = np.mgrid[0:hs, 0:ws]
+        rays = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64) @ np.linalg.inv(Ks).T
+
+        def project(j, X):
+            T = invert_pose(self._source_pose(j, T_est))
+            q = X @ T[:3, :3].T + T[:3, 3]
+            z = np.maximum(q[:, 2], 1e-9)
+            x, y = Ks[0, 0] * q[:, 0] / z + Ks[0, 2], Ks[1, 1] * q[:, 1] / z + Ks[1, 2]
+            return x, y, (q[:, 2] > 1e-6) & (x >= m) & (x < ws - m) & (y >= m) & (y < hs - m)
+
+        taken = set(keyframes)
+        out = []
+        for k in sorted(per_kf):
+            d = per_kf[k]
+            pts = (d["good"] & (d["raw"] > 0)).numpy()
+            if d["mem_depth"] is not None:
+                pts &= _resize_nearest(d["mem_depth"], hs, ws) <= 0
+            if pts.sum() < cfg.keyframe_confirm_min_fraction * hs * ws:
+                continue
+            X = (rays[pts] * d["raw"].numpy()[pts][:, None]) @ T_est[k][:3, :3].T + T_est[k][:3, 3]
+            while True:
+                seen = np.zeros(len(X), bool)
+                for j in taken - {k}:
+                    seen |= project(j, X)[2]
+                X = X[~seen]
+                if len(X) < cfg.keyframe_confirm_min_fraction * hs * ws:
+                    break
+                # A frame next to a keyframe repeats its sweep (nearly the same view and sources), so
+                # its agreement would not be independent evidence: confirmers keep a frame between.
+                best = None
+                for c in range(max(0, k - cfg.keyframe_stride), min(N, k + cfg.keyframe_stride + 1)):
+                    if not tracked[c] or any(abs(c - j) < 2 for j in taken):
+                        continue
+                    x, y, ok = project(c, X)
+                    key = (int(ok.sum()), -abs(c - k))
+                    if best is None or key > best[0]:
+                        best = (key, c, x[ok], y[ok])
+                if best is None or best[0][0] < 0.5 * len(X):
+                    break
+                _, c, x, y = best
+                g = 2 * m  # grow the box by two ZNCC windows
+                H, W = int(round(hs * full_scale)), int(round(ws * full_scale))
+                box = (max(0, int((y.min() - g) * full_scale)), min(H, int(np.ceil((y.max() + g) * full_scale))),
+                       max(0, int((x.min() - g) * full_scale)), min(W, int(np.ceil((x.max() + g) * full_scale))))
+                taken.add(c)
+                out.append((c, box, k))
+        return out
+
+    def _sweep_keyframe(self, k, gray, frames, K, T_est, tracked, mem_xyz, mem_rgb, hs, ws, region=None):
+        """Plane sweep of keyframe ``k`` over the part the memory does not explain (intersected with
+        the full-resolution box ``region`` when given). Fallback sources (``mvs_fallback_offsets``)
+        join a second sweep of the pixels fewer than ``mvs_top_k`` regular sources see, when those
+        are more than ``mvs_fallback_min_fraction`` of the frame.
+
+        Returns ``(entry, info)``: ``entry`` (``None`` without stereo sources) holds the working-
+        resolution ``raw`` depth, ``good`` mask and ``cost``, plus the rendered memory
+        (``mem_rgb``, ``mem_depth``, ``agree``; ``None`` without memory)."""
+        cfg = self.cfg
+        N, H, W = gray.shape
+        scale, coarse = self._mvs_scales(W)
+        srcs = self._sources(k, N, tracked, T_est)
+        stack = self._source_stack(k, srcs, gray, T_est)
+        if stack is None:
+            return None, {"keyframe": int(k), "error": "no source frames"}
+        src_gray, T_src_ref = stack
+        mem_rgb_k = mem_depth_k = agree = None
+        need = np.ones((H, W), bool)
+        if len(mem_xyz):
+            # Wider splats than the tracking template: a surface the memory holds should be
+            # continuous here, so re-observations snap onto it instead of thickening it.
+            mem_rgb_k, mem_depth_k = self._render(
+                mem_xyz, mem_rgb, K, T_est[k], W, H, radius_scale=cfg.depth_memory_radius_scale
+            )
+            agree = self._memory_agrees(frames[k], mem_rgb_k, mem_depth_k)
+            need = ndimage.binary_dilation(~agree, iterations=int(2 * cfg.mvs_window / scale))
+        if region is not None:
+            y0, y1, x0, x1 = region
+            inside = np.zeros((H, W), bool)
+            inside[y0:y1, x0:x1] = True
+            need &= inside
+        dmin, dmax = self._depth_range(K, T_est[k], W, H, mem_depth_k)
+        e = {
+            "keyframe": int(k),
+            "sources": [int(j) for j in srcs],
+            "range_m": [round(dmin, 3), round(dmax, 3)],
+            "swept_fraction": 0.0,
+        }
+        raw = torch.zeros((hs, ws))
+        cost = torch.full((hs, ws), 2.0)
+        good = torch.zeros((hs, ws), dtype=torch.bool)
+        entry = {"raw": raw, "good": good, "cost": cost, "mem_rgb": mem_rgb_k, "mem_depth": mem_depth_k, "agree": agree}
+        box = _bbox(need)
+        if box is None:
+            return entry, e
+        if region is None and need.mean() >= 0.8:
+            box = None  # nearly everything: sweep the whole frame
+
+        def sweep(src_gray_, T_src_ref_, crop, fallback=None):
+            return sweep_coarse_to_fine(
+                gray[k], src_gray_, K, T_src_ref_, dmin, dmax, scale=scale, coarse_scale=coarse,
+                max_planes=cfg.mvs_max_planes, fine_planes=cfg.mvs_fine_planes, window=cfg.mvs_window,
+                top_k=cfg.mvs_top_k, smooth_window=cfg.mvs_smooth_window, prior_depth=mem_depth_k,
+                prior_rel=cfg.memory_prior_rel, crop=crop, fallback=fallback,
+            )
+
+        def place(sw):
+            ok = (sw.cost <= cfg.mvs_max_cost) & (sw.texture >= cfg.mvs_min_texture) & (sw.n_visible >= 1)
+            return (sw.full("depth", hs, ws), sw.full("cost", hs, ws, fill=2.0), _place(ok, sw.box, hs, ws),
+                    sw.full("n_visible", hs, ws))
+
+        sw = sweep(src_gray, T_src_ref, box)
+        raw, cost, good, n_vis = place(sw)
+        y0, y1, x0, x1 = sw.box
+        e["swept_fraction"] = round((y1 - y0) * (x1 - x0) / (hs * ws), 3)
+        fb = self._fallback_sources(k, srcs, N, tracked, T_est)
+        if fb:
+            # Pixels the regular sources leave with fewer than top_k views (image borders).
+            swept = torch.zeros((hs, ws), dtype=torch.bool)
+            swept[y0:y1, x0:x1] = True
+            short = (swept & (n_vis < min(cfg.mvs_top_k, len(srcs)))).numpy()
+            if short.mean() > cfg.mvs_fallback_min_fraction:
+                fb_gray, T_fb_ref = self._source_stack(k, fb, gray, T_est)
+                s = W / ws
+                sy0, sy1, sx0, sx1 = _bbox(ndimage.binary_dilation(short, iterations=cfg.mvs_window))
+                sw2 = sweep(np.concatenate([src_gray, fb_gray]), np.concatenate([T_src_ref, T_fb_ref]),
+                            (int(sy0 * s), int(np.ceil(sy1 * s)), int(sx0 * s), int(np.ceil(sx1 * s))),
+                            fallback=np.array([False] * len(srcs) + [True] * len(fb)))
+                raw2, cost2, good2, _ = place(sw2)
+                b2 = torch.zeros((hs, ws), dtype=torch.bool)
+                b2[sw2.box[0]:sw2.box[1], sw2.box[2]:sw2.box[3]] = True
+                use = torch.from_numpy(short) & b2
+                raw = torch.where(use, raw2, raw)
+                cost = torch.where(use, cost2, cost)
+                good = torch.where(use, good2, good)
+                e["fallback_sources"] = [int(j) for j in fb]
+                e["fallback_fraction"] = round(float(short.mean()), 3)
+        entry.update(raw=raw, good=good, cost=cost)
+        return entry, e
 
     def _fill_holes(self, gray, K, T_est, tracked, keyframes, depth_out, conf_out, dyn, info) -> None:
         """Fill holes of keyframe depth enclosed by a locally planar surface, then keep a filled

@@ -499,3 +499,65 @@ def test_consistency_mean_averages_agreeing_views_only():
     n_ok, n_bad, mean = consistency_count(d, K, [(agree, np.eye(4)), (far, np.eye(4))], rel_tol=0.03)
     assert (n_ok == 1).all() and (n_bad[1:-1, 1:-1] == 1).all()  # the border ring lacks a full neighbourhood
     assert torch.allclose(mean, torch.full_like(d, 2.02), atol=1e-5)
+
+
+def test_fallback_sources_count_only_where_the_regular_ones_are_blind():
+    """A fallback source enters the best top_k only where fewer than top_k regular sources see a
+    hypothesis: a short baseline matches at wrong depths too, so it must not outvote them."""
+    import torch
+
+    from slam.mvs import normalize_local, plane_sweep
+
+    rng = np.random.default_rng(0)
+    H = W = 32
+    K = np.array([[20.0, 0, 16], [0, 20.0, 16], [0, 0, 1]])
+    ref = torch.from_numpy(rng.random((H, W), dtype=np.float32))
+    noise = [torch.from_numpy(rng.random((H, W), dtype=np.float32)) for _ in range(2)]
+    src_n = torch.stack([normalize_local(x, 5)[0] for x in [*noise, ref, ref]])
+    ref_n = normalize_local(ref, 5)[0]
+    lo, hi = torch.full((H, W), 0.5), torch.full((H, W), 1.0)
+    fallback = np.array([False, False, True, True])
+    inner = (slice(8, -8), slice(8, -8))
+
+    def cost(T_src_ref, fb):
+        return plane_sweep(ref_n, src_n, K, T_src_ref, lo, hi, 3, window=5, top_k=2, fallback=fb)[1][inner]
+
+    T = np.stack([np.eye(4)] * 4)  # every source sees every pixel (identity warp)
+    assert float(cost(T, None).mean()) < 0.05  # unranked, the two copies of the reference win
+    assert float(cost(T, fallback).mean()) > 0.7  # ranked, the two regular (noise) sources count
+    T[:2, 0, 3] = 100.0  # the regular sources now see nothing of the reference
+    assert float(cost(T, fallback).mean()) < 0.05
+
+
+def test_confirming_keyframe_for_depth_no_other_keyframe_sees():
+    """Swept depth inside no other keyframe's view gets a confirming keyframe: the non-keyframe
+    (never next to a keyframe) within the stride that sees it, swept only around it."""
+    import torch
+
+    def pose(z, yaw_deg=0.0):
+        a = math.radians(yaw_deg)
+        T = np.eye(4)
+        T[:3, :3] = [[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]]
+        T[2, 3] = z
+        return T
+
+    hs, ws = 40, 64
+    Ks = np.array([[40.0, 0, 32], [0, 40.0, 20], [0, 0, 1]])
+    # Forward motion; keyframe 1 still looks 40 deg to the right (the end of a turn).
+    T_est = np.stack([pose(0.1 * i, 40.0 if i == 1 else 0.0) for i in range(10)])
+    good = torch.zeros((hs, ws), dtype=torch.bool)
+    good[:, 8:16] = True  # keyframe 5: depth only on a strip at its left border
+    empty = {"raw": torch.zeros((hs, ws)), "good": torch.zeros((hs, ws), dtype=torch.bool), "mem_depth": None}
+    per_kf = {1: empty, 5: {"raw": torch.full((hs, ws), 2.0), "good": good, "mem_depth": None}, 9: empty}
+    tracked = np.ones(10, bool)
+    slam = VisualSlam(SlamConfig(), 0.01)
+    out = slam._confirming_keyframes(per_kf, [1, 5, 9], Ks, T_est, tracked, hs, ws, 2.0)
+    assert [(c, of) for c, _, of in out] == [(3, 5)]
+    y0, y1, x0, x1 = out[0][1]
+    assert 0 <= y0 < y1 <= 2 * hs and 0 <= x0 < x1 <= 2 * ws and x1 - x0 < ws  # a box around the strip
+    off = VisualSlam(SlamConfig(keyframe_confirm_min_fraction=0.0), 0.01)
+    assert off._confirming_keyframes(per_kf, [1, 5, 9], Ks, T_est, tracked, hs, ws, 2.0) == []
+    with pytest.raises(ValueError, match="keyframe_confirm_min_fraction"):
+        VisualSlam(SlamConfig(keyframe_confirm_min_fraction=1.5), 0.01)
+    with pytest.raises(ValueError, match="mvs_fallback_offsets"):
+        VisualSlam(SlamConfig(mvs_fallback_offsets=[0, 1]), 0.01)
