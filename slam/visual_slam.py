@@ -905,6 +905,7 @@ class VisualSlam:
         if cfg.keyframe_confirm_min_fraction <= 0 or not per_kf:
             return []
         N = len(tracked)
+        H, W = int(round(hs * full_scale)), int(round(ws * full_scale))
         m = cfg.mvs_window  # working pixels: a ZNCC window must fit inside the image
         v, u = np.mgrid[0:hs, 0:ws]
         rays = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64) @ np.linalg.inv(Ks).T
@@ -947,7 +948,6 @@ class VisualSlam:
                     break
                 _, c, x, y = best
                 g = 2 * m  # grow the box by two ZNCC windows
-                H, W = int(round(hs * full_scale)), int(round(ws * full_scale))
                 box = (max(0, int((y.min() - g) * full_scale)), min(H, int(np.ceil((y.max() + g) * full_scale))),
                        max(0, int((x.min() - g) * full_scale)), min(W, int(np.ceil((x.max() + g) * full_scale))))
                 taken.add(c)
