@@ -49,7 +49,7 @@ from slam.mvs import consistency_count, cost_at_depth, neighbour_support, sweep_
 from slam.photometric import align_to_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
 from spatia_py.conditioning import fill_enclosed_holes
-from spatia_py.geometry import Camera, invert_pose, rotation_angle_deg
+from spatia_py.geometry import Camera, invert_pose, pose_distance, rotation_angle_deg, unproject_depth
 from spatia_py.types import SlamResult
 
 __all__ = ["VisualSlam"]
@@ -441,7 +441,7 @@ class VisualSlam:
                     prior_sigma_m=cfg.track_prior_sigma_m,
                 )
             A = C @ invert_pose(res.T_frame_tmpl)
-            dt, dr = float(np.linalg.norm(A[:3, 3] - C[:3, 3])), rotation_angle_deg(A[:3, :3], C[:3, :3])
+            dt, dr = pose_distance(A, C)
             d = {
                 "pixels": res.n_pixels,
                 "inliers": round(res.inlier_fraction, 3),
@@ -529,8 +529,7 @@ class VisualSlam:
         for i in np.nonzero(reg & ~tracked)[0]:
             # The same plausibility bound as tracking against the memory: a clip reconstruction can
             # register a frame wrongly (few, repetitive matches), and that must be a reported failure.
-            dt = float(np.linalg.norm(T_w[i][:3, 3] - T_cmd[i][:3, 3]))
-            dr = rotation_angle_deg(T_w[i][:3, :3], T_cmd[i][:3, :3])
+            dt, dr = pose_distance(T_w[i], T_cmd[i])
             if dt > cfg.max_correction_m or dr > cfg.max_correction_deg:
                 info["failures"][str(int(i))] = (
                     f"clip reconstruction placed it {dt:.2f} m / {dr:.1f} deg from the commanded pose "
@@ -907,11 +906,9 @@ class VisualSlam:
         N = len(tracked)
         H, W = int(round(hs * full_scale)), int(round(ws * full_scale))
         m = cfg.mvs_window  # working pixels: a ZNCC window must fit inside the image
-        v, u = np.mgrid[0:hs, 0:ws]
-        rays = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64) @ np.linalg.inv(Ks).T
 
         def project(j, X):
-            T = invert_pose(self._source_pose(j, T_est))
+            T = invert_pose(T_est[j])
             q = X @ T[:3, :3].T + T[:3, 3]
             z = np.maximum(q[:, 2], 1e-9)
             x, y = Ks[0, 0] * q[:, 0] / z + Ks[0, 2], Ks[1, 1] * q[:, 1] / z + Ks[1, 2]
@@ -926,10 +923,11 @@ class VisualSlam:
                 pts &= _resize_nearest(d["mem_depth"], hs, ws) <= 0
             if pts.sum() < cfg.keyframe_confirm_min_fraction * hs * ws:
                 continue
-            X = (rays[pts] * d["raw"].numpy()[pts][:, None]) @ T_est[k][:3, :3].T + T_est[k][:3, 3]
+            X = unproject_depth(d["raw"].numpy(), Ks, T_est[k])[pts]
+            check = taken - {k}  # after the first pass only a newly added confirmer can see more
             while True:
                 seen = np.zeros(len(X), bool)
-                for j in taken - {k}:
+                for j in check:
                     seen |= project(j, X)[2]
                 X = X[~seen]
                 if len(X) < cfg.keyframe_confirm_min_fraction * hs * ws:
@@ -951,6 +949,7 @@ class VisualSlam:
                 box = (max(0, int((y.min() - g) * full_scale)), min(H, int(np.ceil((y.max() + g) * full_scale))),
                        max(0, int((x.min() - g) * full_scale)), min(W, int(np.ceil((x.max() + g) * full_scale))))
                 taken.add(c)
+                check = {c}
                 out.append((c, box, k))
         return out
 
@@ -1013,19 +1012,16 @@ class VisualSlam:
 
         def place(sw):
             ok = (sw.cost <= cfg.mvs_max_cost) & (sw.texture >= cfg.mvs_min_texture) & (sw.n_visible >= 1)
-            return (sw.full("depth", hs, ws), sw.full("cost", hs, ws, fill=2.0), _place(ok, sw.box, hs, ws),
-                    sw.full("n_visible", hs, ws))
+            return sw.full("depth", hs, ws), sw.full("cost", hs, ws, fill=2.0), _place(ok, sw.box, hs, ws)
 
         sw = sweep(src_gray, T_src_ref, box)
-        raw, cost, good, n_vis = place(sw)
+        raw, cost, good = place(sw)
         y0, y1, x0, x1 = sw.box
         e["swept_fraction"] = round((y1 - y0) * (x1 - x0) / (hs * ws), 3)
         fb = self._fallback_sources(k, srcs, N, tracked, T_est)
         if fb:
             # Pixels the regular sources leave with fewer than top_k views (image borders).
-            swept = torch.zeros((hs, ws), dtype=torch.bool)
-            swept[y0:y1, x0:x1] = True
-            short = (swept & (n_vis < min(cfg.mvs_top_k, len(srcs)))).numpy()
+            short = _place(sw.n_visible < min(cfg.mvs_top_k, len(srcs)), sw.box, hs, ws).numpy()
             if short.mean() > cfg.mvs_fallback_min_fraction:
                 fb_gray, T_fb_ref = self._source_stack(k, fb, gray, T_est)
                 s = W / ws
@@ -1033,10 +1029,9 @@ class VisualSlam:
                 sw2 = sweep(np.concatenate([src_gray, fb_gray]), np.concatenate([T_src_ref, T_fb_ref]),
                             (int(sy0 * s), int(np.ceil(sy1 * s)), int(sx0 * s), int(np.ceil(sx1 * s))),
                             fallback=np.array([False] * len(srcs) + [True] * len(fb)))
-                raw2, cost2, good2, _ = place(sw2)
-                b2 = torch.zeros((hs, ws), dtype=torch.bool)
-                b2[sw2.box[0]:sw2.box[1], sw2.box[2]:sw2.box[3]] = True
-                use = torch.from_numpy(short) & b2
+                raw2, cost2, good2 = place(sw2)
+                by0, by1, bx0, bx1 = sw2.box
+                use = _place(torch.from_numpy(short[by0:by1, bx0:bx1]), sw2.box, hs, ws)
                 raw = torch.where(use, raw2, raw)
                 cost = torch.where(use, cost2, cost)
                 good = torch.where(use, good2, good)

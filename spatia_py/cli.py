@@ -159,9 +159,7 @@ def cmd_render(args) -> int:
     except OSError as e:
         raise CliError(f"cannot write to {out}: {e.strerror or e}") from None
     memory = SpatialMemory.load(mem_path)
-    renderer = MemoryRenderer(memory, radius_scale=cfg.render.radius_scale, max_radius_px=cfg.render.max_radius_px,
-                              min_confidence=cfg.memory.min_confidence, blend_colours=not args.hard,
-                              blend_depth_tol_rel=cfg.render.blend_depth_tol_rel)
+    renderer = MemoryRenderer.from_config(memory, cfg, blend_colours=not args.hard)
     frames = []
     it = range(len(path))
     if not args.no_progress:

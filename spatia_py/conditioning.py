@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatia_py.geometry import Camera
-from spatia_py.memory import SpatialMemory, pack_voxel_coords, unpack_voxel_keys
+from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory, pack_voxel_coords, unpack_voxel_keys
 from spatia_py.types import ConditioningMaps, ReferenceFrame
 
 if TYPE_CHECKING:
@@ -140,6 +140,17 @@ class MemoryRenderer:
         self.max_radius_px = int(max_radius_px)
         self.blend_colours = bool(blend_colours)
         self.blend_depth_tol_rel = float(blend_depth_tol_rel)
+
+    @classmethod
+    def from_config(cls, memory: SpatialMemory, cfg, *, blend_colours: bool | None = None) -> MemoryRenderer:
+        """The renderer a run's config asks for (``cfg``: a :class:`~spatia_py.config.RunConfig`;
+        its ``render`` section and ``memory.min_confidence``); ``blend_colours`` overrides
+        ``cfg.render.blend_colours``."""
+        r = cfg.render
+        return cls(memory, radius_scale=r.radius_scale, max_radius_px=r.max_radius_px,
+                   min_confidence=cfg.memory.min_confidence,
+                   blend_colours=r.blend_colours if blend_colours is None else blend_colours,
+                   blend_depth_tol_rel=r.blend_depth_tol_rel)
 
     def render(self, camera: Camera, *, colours: bool = True) -> dict:
         """``{"rgb" uint8 (H,W,3), "depth" float32 (H,W), "validity" float32 (H,W), "point_ids" int64 (H,W)}``;
@@ -291,7 +302,6 @@ def colour_from_frames(render: dict, camera: Camera, memory: SpatialMemory, sour
         ``rgb uint8 (H, W, 3)`` and ``bool (H, W)``: the pixels that took a frame's colour.
     """
     from render.transfer import local_colour_difference, transfer_colours
-    from spatia_py.memory import ORIGIN_OBSERVED
 
     rgb = render["rgb"]
     ids = render["point_ids"]

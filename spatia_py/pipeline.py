@@ -267,13 +267,12 @@ class RoundLoop:
         path, stopping at the first camera back at one of the segment's own centres (where the path
         turns back, look-ahead frames would see nothing new and only give the segment's last
         keyframes stereo sources on one side)."""
-        cams = self.path.cameras
-        centres = np.stack([c.T_world_cam[:3, 3] for c in cams[start:stop]])
+        centres = self.path[start:stop].centers
         steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
         near = 0.5 * float(np.median(steps)) if len(steps) else 0.0
         extra = 0
-        for cam in cams[stop:stop + self.cfg.lookahead_frames]:
-            if near > 0 and np.linalg.norm(centres - cam.T_world_cam[:3, 3], axis=1).min() < near:
+        for centre in self.path[stop:stop + self.cfg.lookahead_frames].centers:
+            if near > 0 and np.linalg.norm(centres - centre, axis=1).min() < near:
                 break
             extra += 1
         return extra
@@ -293,11 +292,7 @@ class RoundLoop:
         renderer = None
         with timer("render"):
             if cfg.memory.enabled and len(self.memory):
-                renderer = MemoryRenderer(self.memory, radius_scale=cfg.render.radius_scale,
-                                          max_radius_px=cfg.render.max_radius_px,
-                                          min_confidence=cfg.memory.min_confidence,
-                                          blend_colours=cfg.render.blend_colours,
-                                          blend_depth_tol_rel=cfg.render.blend_depth_tol_rel)
+                renderer = MemoryRenderer.from_config(self.memory, cfg)
                 history = set(range(max(0, start - cfg.generator.history_frames), start))
                 conditioning = render_conditioning(
                     renderer, cams, reference_index=self.reference_index,
