@@ -77,6 +77,11 @@ class ProceduralConfig:
     """Also re-sample furniture placement where the conditioning does not cover it: each movable
     piece has a few seeded placements (within 0.3 m / 15 degrees); it keeps the one the
     conditioning depth shows, else takes a random one per call that hides nothing covered."""
+    hand_over_depth: bool = False
+    """Return the ray-cast depth of every frame (actors included) with the clip, as a backend with
+    a depth head would, for ``slam.depth_source: generator``. Off by default: SLAM estimates depth
+    from the pixels. With visual poses it separates the stereo error from the pose error in the
+    revisit gap (README, Known gaps)."""
     torch_threads: int = 1
     """Intra-op torch threads while ray-casting (restored afterwards; 0 leaves torch's setting).
     1 is fastest for its many small ops and immune to CPU oversubscription on shared machines."""

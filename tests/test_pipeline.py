@@ -66,6 +66,19 @@ def test_oracle_and_memory_off_are_labelled(tmp_path):
     assert not (tmp_path / "o" / "rounds" / "r001" / "conditioning.npz").exists()
 
 
+def test_generator_depth_source(tmp_path):
+    # Without depth from the backend: a clear error naming both ways out, and nothing committed.
+    with pytest.raises(PipelineError, match="hand_over_depth=true"):
+        RoundLoop(tiny_config("slam.depth_source=generator"), tmp_path / "none", progress=False).run()
+    assert not (tmp_path / "none" / "rounds" / "r000").exists()
+    # With it, visual SLAM tracks from pixels but fuses the backend's depth: keyframe depth is exact.
+    m = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true"),
+                  tmp_path / "run", progress=False).run()
+    assert m["slam"] == "visual"
+    assert m["depth_absrel_median"] < 1e-6 and m["depth_coverage"] > 0.95
+    assert m["memory_points_per_round"][-1] > 0
+
+
 def test_existing_run_is_not_overwritten(tmp_path):
     out = tmp_path / "run"
     RoundLoop(tiny_config("slam=oracle"), out, progress=False).run()

@@ -49,6 +49,16 @@ def test_same_request_gives_identical_clip():
     assert a.depth is None
 
 
+def test_hand_over_depth_returns_the_raycast_depth():
+    cams = _cams(3)
+    clip = _gen(hand_over_depth=True).generate(_req(cams, round_index=1))
+    plain = _gen().generate(_req(cams, round_index=1))
+    assert clip.depth is not None and clip.depth.dtype == np.float32 and clip.depth.shape == (3, H, W)
+    # The frame's own depth (actors included), not the static scene behind them.
+    assert np.array_equal(clip.depth, clip.ground_truth.depth)
+    assert np.array_equal(clip.frames, plain.frames)
+
+
 @pytest.mark.parametrize("scene", ["room", "courtyard"])
 def test_ground_truth_depth_lies_on_the_scene_surfaces(scene):
     gen = _gen(scene=scene, control_error_m=0.03, control_error_deg=1.0)

@@ -1359,8 +1359,9 @@ class ProceduralGenerator:
 
         Returns:
             :class:`~spatia_py.types.Clip` with ``frames uint8 (N,H,W,3)``, the commanded cameras,
-            ``depth=None`` and ground truth (actual ``T_world_cam (N,4,4)``, depth, dynamic masks,
-            actor positions ``(N,A,3)`` and radii ``(A,)``, static depth).
+            ``depth`` (the ray-cast depth with ``hand_over_depth``, else ``None``) and ground truth
+            (actual ``T_world_cam (N,4,4)``, depth, dynamic masks, actor positions ``(N,A,3)`` and
+            radii ``(A,)``, static depth).
         """
         self._validate(request)
         cams = request.cameras
@@ -1409,7 +1410,8 @@ class ProceduralGenerator:
             actor_radii=self.world.actor_radii,
             static_depth=static_depth,
         )
-        return Clip(frames=frames, cameras=list(cams), depth=None, ground_truth=gt)
+        handed = depth.copy() if self.cfg.hand_over_depth else None
+        return Clip(frames=frames, cameras=list(cams), depth=handed, ground_truth=gt)
 
 
 def _fill_holes(
