@@ -300,6 +300,10 @@ def validate_config(cfg: RunConfig) -> None:
     need(cfg.slam.mode in ("visual", "oracle"), f"slam.mode must be 'visual' or 'oracle', got {cfg.slam.mode!r}")
     need(cfg.slam.depth_source in ("pixels", "generator"),
          f"slam.depth_source must be 'pixels' or 'generator', got {cfg.slam.depth_source!r}")
+    need(not (cfg.slam.depth_source == "generator" and cfg.slam.mode == "visual"
+              and cfg.generator.backend == "procedural" and not cfg.generator.procedural.hand_over_depth),
+         "slam.depth_source=generator needs depth from the generator, and the procedural one hands it over "
+         "only with generator.procedural.hand_over_depth=true; set that or use slam.depth_source=pixels")
     need(cfg.generator.backend in ("procedural",),
          f"generator.backend must be 'procedural' (the embedded stand-in world model), got {cfg.generator.backend!r}")
     need(cfg.generator.procedural.scene in ("room", "courtyard"),

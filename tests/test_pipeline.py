@@ -67,10 +67,12 @@ def test_oracle_and_memory_off_are_labelled(tmp_path):
 
 
 def test_generator_depth_source(tmp_path):
-    # Without depth from the backend: a clear error naming both ways out, and nothing committed.
-    with pytest.raises(PipelineError, match="hand_over_depth=true"):
-        RoundLoop(tiny_config("slam.depth_source=generator"), tmp_path / "none", progress=False).run()
-    assert not (tmp_path / "none" / "rounds" / "r000").exists()
+    # Without depth from the backend: a clear error naming both ways out, before anything runs.
+    with pytest.raises(ConfigError, match="hand_over_depth=true"):
+        tiny_config("slam.depth_source=generator")
+    assert main(["run", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(tmp_path / "none"),
+                 "slam.depth_source=generator"]) == 2
+    assert not (tmp_path / "none").exists()
     # With it, visual SLAM tracks from pixels but fuses the backend's depth: keyframe depth is exact.
     m = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true"),
                   tmp_path / "run", progress=False).run()
