@@ -43,7 +43,7 @@ def main() -> None:
         cams = path.cameras[start:start + args.frames_per_round]
         conditioning = None
         if len(memory):
-            conditioning = render_conditioning(MemoryRenderer(memory, radius_scale=cfg.render.radius_scale), cams)
+            conditioning = render_conditioning(MemoryRenderer.from_config(memory, cfg), cams)
         clip = generator.generate(GenerationRequest(cameras=cams, conditioning=conditioning, seed=0,
                                                     round_index=r, frame_offset=start, fps=path.fps))
         # Track against the conditioning the clip was generated from (what `spatia run` does; it

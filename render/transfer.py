@@ -114,7 +114,5 @@ def transfer_colours(
         done = todo[idx[g]]
         rgb[vs[done], us[done]] = col
         source[vs[done], us[done]] = si
-        keep = np.ones(len(todo), bool)
-        keep[idx[g]] = False
-        todo = todo[keep]
+        todo = np.delete(todo, idx[g])
     return rgb, source

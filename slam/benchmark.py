@@ -164,6 +164,7 @@ def bench_mvs(clip) -> list[dict]:
     gray = to_gray(clip.frames)
     ref = len(gray) // 2
     z = g.static_depth[ref][g.static_depth[ref] > 0]
+    dmin, dmax = 0.6 * np.percentile(z, 1), 1.5 * np.percentile(z, 99)  # search range, outside the timing
     rows = []
     for offsets, window, smooth in (
         ([-4, -2, 2, 4], 5, 0), ([-4, -2, 2, 4], 7, 0), ([-6, -3, 3, 6], 5, 0), ([-6, -3, 3, 6], 7, 0),
@@ -173,7 +174,7 @@ def bench_mvs(clip) -> list[dict]:
         T_sr = np.stack([invert_pose(T[s]) @ T[ref] for s in srcs])
         t = time.process_time()
         sw = sweep_coarse_to_fine(
-            gray[ref], gray[srcs], K, T_sr, 0.6 * np.percentile(z, 1), 1.5 * np.percentile(z, 99), window=window,
+            gray[ref], gray[srcs], K, T_sr, dmin, dmax, window=window,
             smooth_window=smooth,
         )
         ms = 1000 * (time.process_time() - t)

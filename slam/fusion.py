@@ -80,7 +80,8 @@ def fuse_clip(
         cam = cameras[k].with_pose(result.T_world_cam[k])
         if cfg.carve and len(memory):
             removed += memory.carve(depth, cam, mask=static, depth_conf=conf, min_depth_conf=cfg.carve_min_confidence)
-        m = static & (depth > 0) & (conf >= cfg.fuse_min_confidence)
+        valid = static & (depth > 0)
+        m = valid & (conf >= cfg.fuse_min_confidence)
         if cfg.fuse_min_confidence_far < cfg.fuse_min_confidence:
             # Weakly matched depth (smooth texture) is fused only far from anything found moving
             # in this frame or its neighbours: a moving actor matches weakly too, and a mask can
@@ -88,7 +89,7 @@ def fuse_clip(
             lo, hi = max(0, k - cfg.fuse_dynamic_frames), min(N, k + cfg.fuse_dynamic_frames + 1)
             near = result.dynamic_masks[lo:hi].any(0)
             far = _far_from(near, cfg.fuse_dynamic_margin_px)
-            m |= far & static & (depth > 0) & (conf >= cfg.fuse_min_confidence_far)
+            m |= far & valid & (conf >= cfg.fuse_min_confidence_far)
         if not m.any():
             continue
         again = np.zeros_like(m)
@@ -110,7 +111,7 @@ def fuse_clip(
             # ones would fatten silhouettes into the surface behind), only a depth confident enough
             # to carve may add one: a less certain depth there is more likely a stereo outlier than
             # a change, and fusing it would grow the memory on every pass.
-            conflict = m & (md > 0) & ~again & ~known & (conf < cfg.carve_min_confidence)
+            conflict = (md > 0) & (conf < cfg.carve_min_confidence)  # (not again, not known: see `new`)
             # Re-observed surface refines the memory only where the frame shows what the memory
             # holds (the generator followed it). Where it re-sampled the appearance instead,
             # averaging the new colour in would speckle the surface with a mix of two appearances

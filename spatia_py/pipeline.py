@@ -318,10 +318,8 @@ class RoundLoop:
                 depth = None
                 if cfg.slam.depth_source == "generator":
                     if clip.depth is None:
-                        hint = (" or set generator.procedural.hand_over_depth=true"
-                                if cfg.generator.backend == "procedural" else "")
                         raise PipelineError("slam.depth_source=generator, but the generator returned no depth; "
-                                            f"use slam.depth_source=pixels{hint}")
+                                            "use slam.depth_source=pixels")
                     depth = clip.depth
                 templates = None
                 if conditioning is not None and cfg.slam.track_conditioning:
