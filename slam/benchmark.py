@@ -151,11 +151,9 @@ def bench_tracking(clip1, cond, memory, voxel) -> list[dict]:
 
 
 def bench_mvs(clip) -> list[dict]:
-    import torch
-    import torch.nn.functional as F
-
     from slam.features import to_gray
     from slam.mvs import sweep_coarse_to_fine
+    from slam.visual_slam import _resize_nearest
     from spatia_py.geometry import invert_pose
 
     g = clip.ground_truth
@@ -180,14 +178,8 @@ def bench_mvs(clip) -> list[dict]:
         ms = 1000 * (time.process_time() - t)
         d = sw.depth.numpy()
         h, w = d.shape
-        gt = F.interpolate(torch.from_numpy(g.static_depth[ref])[None, None], size=(h, w), mode="nearest")[0, 0]
-        dyn = (
-            F.interpolate(
-                torch.from_numpy(g.dynamic_masks[ref].astype(np.float32))[None, None], size=(h, w), mode="nearest"
-            )[0, 0]
-            > 0
-        )
-        gt, dyn = gt.numpy(), dyn.numpy()
+        gt = _resize_nearest(g.static_depth[ref], h, w)
+        dyn = _resize_nearest(g.dynamic_masks[ref], h, w) > 0
         st = ~dyn & (gt > 0)
         rel = np.abs(d - gt)[st] / gt[st]
         rows.append(

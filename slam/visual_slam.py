@@ -758,9 +758,8 @@ class VisualSlam:
             if j == k or (j >= 0 and (j >= N or not tracked[j])) or (j < 0 and -j > len(self._history)):
                 return False
             T = self._source_pose(j, T_est)
-            if min_baseline > 0 and np.linalg.norm(T[:3, 3] - T_est[k][:3, 3]) < min_baseline:
-                return False
-            return rotation_angle_deg(T[:3, :3], T_est[k][:3, :3]) <= cfg.mvs_max_source_angle_deg
+            dt, dr = pose_distance(T, T_est[k])
+            return (min_baseline <= 0 or dt >= min_baseline) and dr <= cfg.mvs_max_source_angle_deg
 
         return usable
 
@@ -1023,7 +1022,10 @@ class VisualSlam:
             if short.mean() > cfg.mvs_fallback_min_fraction:
                 fb_gray, T_fb_ref = self._source_stack(k, fb, gray, T_est)
                 s = W / ws
-                sy0, sy1, sx0, sx1 = _bbox(ndimage.binary_dilation(short, iterations=cfg.mvs_window))
+                # The box of `short` grown by a ZNCC window (clipped to the image).
+                y0, y1, x0, x1 = _bbox(short)
+                m = cfg.mvs_window
+                sy0, sy1, sx0, sx1 = max(0, y0 - m), min(hs, y1 + m), max(0, x0 - m), min(ws, x1 + m)
                 sw2 = sweep(np.concatenate([src_gray, fb_gray]), np.concatenate([T_src_ref, T_fb_ref]),
                             (int(sy0 * s), int(np.ceil(sy1 * s)), int(sx0 * s), int(np.ceil(sx1 * s))),
                             fallback=np.array([False] * len(srcs) + [True] * len(fb)))

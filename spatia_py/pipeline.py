@@ -326,11 +326,6 @@ class RoundLoop:
                     templates = (conditioning.rgb, conditioning.depth)
                 result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth, templates=templates,
                                            commit=n)
-        n_untracked = int((~result.tracked[:n]).sum())
-        if n_untracked:
-            log.warning("round %d: %d of %d frames could not be tracked and are not fused (%s)", r, n_untracked,
-                        n, result.info.get("failures", "see slam.json"))
-
         # 4. Fuse the static part into the memory (the same fusion for visual and oracle SLAM).
         previous = self.memory.copy() if self.logger is not None else None
         with timer("fuse"):
@@ -340,6 +335,10 @@ class RoundLoop:
         if len(cams) > n:  # look-ahead frames have served SLAM and fusion; only the segment is kept
             clip, result, conditioning = _commit(clip, n), _commit_slam(result, n), _commit_conditioning(conditioning, n)
             cams = cams[:n]
+        n_untracked = int((~result.tracked).sum())
+        if n_untracked:
+            log.warning("round %d: %d of %d frames could not be tracked and are not fused (%s)", r, n_untracked,
+                        len(cams), result.info.get("failures", "see slam.json"))
 
         # Index the tracked frames of this round by the memory cells they see (reference retrieval
         # later) and, for colour transfer, by the depth they saw and their static pixels.
