@@ -720,14 +720,15 @@ class VisualSlam:
         s = min(1.0, max(cfg.mvs_scale, cfg.mvs_min_width / W))
         return s, s * cfg.mvs_coarse_scale / cfg.mvs_scale
 
-    def _sources(self, k: int, N: int, tracked: np.ndarray, T_est: np.ndarray) -> list[int]:
+    def _sources(self, k: int, N: int, tracked: np.ndarray, T_est: np.ndarray, usable=None) -> list[int]:
         """Source frames of keyframe ``k``: ``mvs_source_offsets`` within the clip (negative indices
         are history frames of the previous clip, -1 the newest), each pulled towards ``k`` until
         its viewing direction is within ``mvs_max_source_angle_deg`` of the keyframe's (a coarse
         path needs nearer sources than a smooth video); missing ones are replaced by the nearest
-        unused usable frames."""
+        unused usable frames. ``usable``: the predicate of :meth:`_source_usable`, when the caller
+        already has it."""
         cfg = self.cfg
-        usable = self._source_usable(k, N, tracked, T_est)
+        usable = usable or self._source_usable(k, N, tracked, T_est)
         out: list[int] = []
         for o in cfg.mvs_source_offsets:
             step = 1 if o > 0 else -1
@@ -763,10 +764,12 @@ class VisualSlam:
 
         return usable
 
-    def _fallback_sources(self, k: int, srcs: list[int], N: int, tracked: np.ndarray, T_est: np.ndarray) -> list[int]:
+    def _fallback_sources(self, k: int, srcs: list[int], N: int, tracked: np.ndarray, T_est: np.ndarray,
+                          usable=None) -> list[int]:
         """Extra stereo sources of keyframe ``k`` at ``mvs_fallback_offsets`` (not already in ``srcs``),
-        used only where fewer than ``mvs_top_k`` of ``srcs`` see a pixel."""
-        usable = self._source_usable(k, N, tracked, T_est)
+        used only where fewer than ``mvs_top_k`` of ``srcs`` see a pixel. ``usable`` as for
+        :meth:`_sources`."""
+        usable = usable or self._source_usable(k, N, tracked, T_est)
         return [k + o for o in self.cfg.mvs_fallback_offsets if k + o not in srcs and usable(k + o)]
 
     def _source_pose(self, j: int, T_est: np.ndarray) -> np.ndarray:
@@ -961,7 +964,8 @@ class VisualSlam:
         cfg = self.cfg
         N, H, W = gray.shape
         scale, coarse = self._mvs_scales(W)
-        srcs = self._sources(k, N, tracked, T_est)
+        usable = self._source_usable(k, N, tracked, T_est)  # one predicate for regular and fallback sources
+        srcs = self._sources(k, N, tracked, T_est, usable)
         stack = self._source_stack(k, srcs, gray, T_est)
         if stack is None:
             return None, {"keyframe": int(k), "error": "no source frames"}
@@ -977,10 +981,11 @@ class VisualSlam:
             agree = self._memory_agrees(frames[k], mem_rgb_k, mem_depth_k)
             need = ndimage.binary_dilation(~agree, iterations=int(2 * cfg.mvs_window / scale))
         if region is not None:
-            y0, y1, x0, x1 = region
-            inside = np.zeros((H, W), bool)
-            inside[y0:y1, x0:x1] = True
-            need &= inside
+            y0, y1, x0, x1 = region  # `need` is this call's own array: clip it in place
+            need[:y0] = False
+            need[y1:] = False
+            need[:, :x0] = False
+            need[:, x1:] = False
         dmin, dmax = self._depth_range(K, T_est[k], W, H, mem_depth_k)
         e = {
             "keyframe": int(k),
@@ -1014,7 +1019,7 @@ class VisualSlam:
         raw, cost, good = place(sw)
         y0, y1, x0, x1 = sw.box
         e["swept_fraction"] = round((y1 - y0) * (x1 - x0) / (hs * ws), 3)
-        fb = self._fallback_sources(k, srcs, N, tracked, T_est)
+        fb = self._fallback_sources(k, srcs, N, tracked, T_est, usable)
         if fb:
             # Pixels the regular sources leave with fewer than top_k views (image borders).
             short_t = _place(sw.n_visible < min(cfg.mvs_top_k, len(srcs)), sw.box, hs, ws)

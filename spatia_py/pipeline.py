@@ -102,16 +102,19 @@ def oracle_slam(clip: Clip, keyframe_stride: int = 2) -> SlamResult:
     )
 
 
+def _head(obj, n: int, *fields: str):
+    """``obj`` (a dataclass) with the named per-frame fields cut to their first ``n`` frames
+    (``None`` stays ``None``). Copies, so the dropped look-ahead frames are not kept alive."""
+    return dataclasses.replace(
+        obj, **{f: None if getattr(obj, f) is None else getattr(obj, f)[:n].copy() for f in fields})
+
+
 def _commit(clip: Clip, n: int) -> Clip:
     """The first ``n`` frames of ``clip`` (look-ahead frames dropped), ground truth included."""
     gt = clip.ground_truth
     if gt is not None:
-        gt = dataclasses.replace(
-            gt, T_world_cam=gt.T_world_cam[:n], depth=gt.depth[:n], dynamic_masks=gt.dynamic_masks[:n],
-            actor_positions=gt.actor_positions[:n],
-            static_depth=None if gt.static_depth is None else gt.static_depth[:n])
-    return dataclasses.replace(clip, frames=clip.frames[:n], cameras=clip.cameras[:n],
-                               depth=None if clip.depth is None else clip.depth[:n], ground_truth=gt)
+        gt = _head(gt, n, "T_world_cam", "depth", "dynamic_masks", "actor_positions", "static_depth")
+    return dataclasses.replace(_head(clip, n, "frames", "depth"), cameras=clip.cameras[:n], ground_truth=gt)
 
 
 def _commit_slam(result: SlamResult, n: int) -> SlamResult:
@@ -125,17 +128,13 @@ def _commit_slam(result: SlamResult, n: int) -> SlamResult:
         "failures": {k: v for k, v in failures.items() if int(k) >= n},
     }
     return dataclasses.replace(
-        result, T_world_cam=result.T_world_cam[:n], tracked=result.tracked[:n],
-        tracking_quality=result.tracking_quality[:n], keyframes=[k for k in result.keyframes if k < n],
-        depth=result.depth[:n], depth_confidence=result.depth_confidence[:n],
-        dynamic_masks=result.dynamic_masks[:n], info=info)
+        _head(result, n, "T_world_cam", "tracked", "tracking_quality", "depth", "depth_confidence", "dynamic_masks"),
+        keyframes=[k for k in result.keyframes if k < n], info=info)
 
 
 def _commit_conditioning(cond: ConditioningMaps | None, n: int) -> ConditioningMaps | None:
     """The conditioning maps of the first ``n`` frames (reference frames are per clip and stay)."""
-    if cond is None:
-        return None
-    return dataclasses.replace(cond, rgb=cond.rgb[:n], depth=cond.depth[:n], validity=cond.validity[:n])
+    return None if cond is None else _head(cond, n, "rgb", "depth", "validity")
 
 
 @dataclass

@@ -94,7 +94,7 @@ def test_resume_after_interruption_mid_round(tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = tiny_config("slam=oracle", "path.n_frames=24")  # 3 rounds
     loop = RoundLoop(cfg, out, progress=False)
-    real_fuse = __import__("slam.fusion", fromlist=["fuse_clip"]).fuse_clip
+    from slam.fusion import fuse_clip as real_fuse
     calls = {"n": 0}
 
     def dying_fuse(*a, **k):
@@ -149,7 +149,7 @@ def test_lookahead_frames_serve_slam_and_are_not_committed(tmp_path, monkeypatch
     loop = RoundLoop(cfg, tmp_path / "run", progress=False)
     asked, fused = [], []
     real_generate = loop.generator.generate
-    real_fuse = __import__("slam.fusion", fromlist=["fuse_clip"]).fuse_clip
+    from slam.fusion import fuse_clip as real_fuse
 
     def generate(request):
         asked.append((request.frame_offset, len(request.cameras)))
