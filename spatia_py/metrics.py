@@ -19,6 +19,7 @@ __all__ = [
     "warp_to_camera",
     "revisit_consistency",
     "find_revisit_pairs",
+    "revisit_psnr_by_first_round",
     "ate_rmse",
     "rotation_errors_deg",
     "depth_errors",
@@ -195,6 +196,25 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
     return {"psnr_db": float(np.mean(capped)) if capped else float("nan"),
             "psnr_db_median": float(np.median(finite)) if finite else 100.0,
             "ssim": float(np.mean([p["ssim"] for p in per])), "pairs": len(per), "per_pair": per}
+
+
+def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray) -> dict[str, float]:
+    """Mean revisit PSNR grouped by the round of the *first* visit (``{"0": dB, "1": dB, ...}``).
+
+    Separates two causes of a revisit gap: pairs first seen in round 0 also measure where SLAM
+    placed the first clip in the world (its cameras come from the commanded path, which the
+    generator missed by its clip-mean control error), while pairs first seen later compare two
+    frames that both followed the memory. Infinite pairs are capped at 100 dB, as in
+    :func:`revisit_consistency`.
+
+    Args:
+        per_pair: ``revisit_consistency(...)["per_pair"]``.
+        round_of_frame: ``(N,)`` round index of every frame of the run.
+    """
+    groups: dict[int, list[float]] = {}
+    for p in per_pair:
+        groups.setdefault(int(round_of_frame[p["first"]]), []).append(min(p["psnr_db"], 100.0))
+    return {str(r): float(np.mean(v)) for r, v in sorted(groups.items())}
 
 
 def ate_rmse(T_est: np.ndarray, T_gt: np.ndarray, valid: np.ndarray | None = None) -> float:

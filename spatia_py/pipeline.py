@@ -474,6 +474,7 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
         "revisit_psnr_db": float("nan"),
         "revisit_ssim": float("nan"),
         "revisit_pairs": 0,
+        "revisit_psnr_db_by_first_round": {},
     }
     if cfg.path.laps > 1 and cfg.path.n_frames:
         lap_ends = []
@@ -503,6 +504,7 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
     out["revisit_psnr_db"] = rev["psnr_db"]
     out["revisit_ssim"] = rev["ssim"]
     out["revisit_pairs"] = rev["pairs"]
+    out["revisit_psnr_db_by_first_round"] = M.revisit_psnr_by_first_round(rev["per_pair"], round_of)
 
     path_len = float(np.linalg.norm(np.diff(T_gt[:, :3, 3], axis=0), axis=1).sum())
     ate = M.ate_rmse(T_est, T_gt, tracked)

@@ -93,6 +93,16 @@ def test_revisit_pairs_and_warp_identity():
     assert res["pairs"] == 1 and res["psnr_db"] == 100.0 and res["ssim"] == pytest.approx(1.0)
 
 
+def test_revisit_psnr_by_first_round_groups_by_the_first_visit():
+    per_pair = [{"first": 0, "later": 4, "psnr_db": 20.0}, {"first": 1, "later": 5, "psnr_db": 30.0},
+                {"first": 2, "later": 6, "psnr_db": 25.0}, {"first": 3, "later": 7, "psnr_db": float("inf")}]
+    round_of = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    by = M.revisit_psnr_by_first_round(per_pair, round_of)
+    # Round 0: the mean of 20 and 30; round 1: 25 and an identical pair capped at 100 dB.
+    assert by == {"0": pytest.approx(25.0), "1": pytest.approx(62.5)}
+    assert M.revisit_psnr_by_first_round([], round_of) == {}
+
+
 def test_warp_to_camera_sees_a_plane_from_a_shifted_camera():
     K = intrinsics_from_fov(64, 48, 60)
     T_a = np.eye(4)

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["path.width=320", "path.height=200", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
         "generator.procedural.n_actors=1"]
 
-METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_ssim", "memory_points_per_round", "timings_s",
-               "frames", "ate_rmse_m", "path_length_m", "rot_err_median_deg", "depth_absrel_median",
+METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_psnr_db_by_first_round", "revisit_ssim",
+               "memory_points_per_round", "timings_s", "frames", "ate_rmse_m", "path_length_m", "rot_err_median_deg", "depth_absrel_median",
                "depth_coverage", "dynamic_leak_fraction", "dynamic_mask_iou"}
 
 
