@@ -27,6 +27,9 @@ __all__ = [
     "mask_iou",
 ]
 
+PSNR_CAP_DB = 100.0
+"""Revisit means count an exactly identical pair (``inf`` dB) as this many dB."""
+
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, max_val: float = 255.0) -> float:
     """Peak signal-to-noise ratio in dB between images ``(H, W[, C])`` over ``mask (H, W)``.
@@ -191,10 +194,10 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
     if not per:
         return {"psnr_db": float("nan"), "ssim": float("nan"), "pairs": 0, "per_pair": []}
     finite = [p["psnr_db"] for p in per if math.isfinite(p["psnr_db"])]
-    # An exactly identical pair (inf dB) is capped at 100 dB so one perfect pair cannot make the mean inf.
-    capped = [min(p["psnr_db"], 100.0) for p in per]
+    # An exactly identical pair (inf dB) is capped so one perfect pair cannot make the mean inf.
+    capped = [min(p["psnr_db"], PSNR_CAP_DB) for p in per]
     return {"psnr_db": float(np.mean(capped)) if capped else float("nan"),
-            "psnr_db_median": float(np.median(finite)) if finite else 100.0,
+            "psnr_db_median": float(np.median(finite)) if finite else PSNR_CAP_DB,
             "ssim": float(np.mean([p["ssim"] for p in per])), "pairs": len(per), "per_pair": per}
 
 
@@ -204,7 +207,7 @@ def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray
     Separates two causes of a revisit gap: pairs first seen in round 0 also measure where SLAM
     placed the first clip in the world (its cameras come from the commanded path, which the
     generator missed by its clip-mean control error), while pairs first seen later compare two
-    frames that both followed the memory. Infinite pairs are capped at 100 dB, as in
+    frames that both followed the memory. Infinite pairs are capped at ``PSNR_CAP_DB``, as in
     :func:`revisit_consistency`.
 
     Args:
@@ -213,7 +216,7 @@ def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray
     """
     groups: dict[int, list[float]] = {}
     for p in per_pair:
-        groups.setdefault(int(round_of_frame[p["first"]]), []).append(min(p["psnr_db"], 100.0))
+        groups.setdefault(int(round_of_frame[p["first"]]), []).append(min(p["psnr_db"], PSNR_CAP_DB))
     return {str(r): float(np.mean(v)) for r, v in sorted(groups.items())}
 
 
