@@ -1024,23 +1024,25 @@ class VisualSlam:
             # Pixels the regular sources leave with fewer than top_k views (image borders).
             short_t = _place(sw.n_visible < min(cfg.mvs_top_k, len(srcs)), sw.box, hs, ws)
             short = short_t.numpy()
-            if short.mean() > cfg.mvs_fallback_min_fraction:
-                fb_gray, T_fb_ref = self._source_stack(k, fb, gray, T_est)
+            short_frac = float(short.mean())
+            if short_frac > cfg.mvs_fallback_min_fraction:
+                # Regular and fallback sources in one stack; the mask marks the fallback ones.
+                all_gray, T_all_ref = self._source_stack(k, srcs + fb, gray, T_est)
                 s = W / ws
                 # The box of `short` grown by a ZNCC window (clipped to the image).
                 y0, y1, x0, x1 = _bbox(short)
                 m = cfg.mvs_window
                 sy0, sy1, sx0, sx1 = max(0, y0 - m), min(hs, y1 + m), max(0, x0 - m), min(ws, x1 + m)
-                sw2 = sweep(np.concatenate([src_gray, fb_gray]), np.concatenate([T_src_ref, T_fb_ref]),
+                sw2 = sweep(all_gray, T_all_ref,
                             (int(sy0 * s), int(np.ceil(sy1 * s)), int(sx0 * s), int(np.ceil(sx1 * s))),
-                            fallback=np.array([False] * len(srcs) + [True] * len(fb)))
+                            fallback=np.arange(len(srcs) + len(fb)) >= len(srcs))
                 raw2, cost2, good2 = place(sw2)
                 # sw2's box (dilated, snapped outwards) holds every pixel of `short`.
                 raw = torch.where(short_t, raw2, raw)
                 cost = torch.where(short_t, cost2, cost)
                 good = torch.where(short_t, good2, good)
                 e["fallback_sources"] = [int(j) for j in fb]
-                e["fallback_fraction"] = round(float(short.mean()), 3)
+                e["fallback_fraction"] = round(short_frac, 3)
         entry.update(raw=raw, good=good, cost=cost)
         return entry, e
 

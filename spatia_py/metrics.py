@@ -155,6 +155,10 @@ def find_revisit_pairs(T_world_cam_commanded: np.ndarray, round_of_frame: np.nda
     return pairs
 
 
+def _capped_psnr(pair: dict) -> float:
+    return min(pair["psnr_db"], PSNR_CAP_DB)
+
+
 def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.ndarray,
                         T_world_cam_actual: np.ndarray, static_depth: np.ndarray,
                         dynamic_masks: np.ndarray) -> dict:
@@ -195,7 +199,7 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
         return {"psnr_db": float("nan"), "ssim": float("nan"), "pairs": 0, "per_pair": []}
     finite = [p["psnr_db"] for p in per if math.isfinite(p["psnr_db"])]
     # An exactly identical pair (inf dB) is capped so one perfect pair cannot make the mean inf.
-    capped = [min(p["psnr_db"], PSNR_CAP_DB) for p in per]
+    capped = [_capped_psnr(p) for p in per]
     return {"psnr_db": float(np.mean(capped)) if capped else float("nan"),
             "psnr_db_median": float(np.median(finite)) if finite else PSNR_CAP_DB,
             "ssim": float(np.mean([p["ssim"] for p in per])), "pairs": len(per), "per_pair": per}
@@ -216,7 +220,7 @@ def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray
     """
     groups: dict[int, list[float]] = {}
     for p in per_pair:
-        groups.setdefault(int(round_of_frame[p["first"]]), []).append(min(p["psnr_db"], PSNR_CAP_DB))
+        groups.setdefault(int(round_of_frame[p["first"]]), []).append(_capped_psnr(p))
     return {str(r): float(np.mean(v)) for r, v in sorted(groups.items())}
 
 
