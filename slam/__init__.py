@@ -1,7 +1,9 @@
 """Visual SLAM from generated pixels: tracking, dense depth, dynamic masks and fusion (DESIGN.md, SLAM).
 
-Never reads ground truth and never imports generator internals. ``VisualSlam`` and ``fuse_clip``
-load lazily so that importing the config (``spatia_py.config`` does) stays free of torch/pycolmap.
+SLAM never reads ground truth and never imports generator internals (only the evaluation and
+diagnostic scripts ``slam.evaluate`` and ``slam.diagnose`` compare its output with the procedural
+world's ground truth). ``VisualSlam`` and ``fuse_clip`` load lazily so that importing the config
+(``spatia_py.config`` does) stays free of torch/pycolmap.
 """
 
 from slam.config import SlamConfig

@@ -1,0 +1,218 @@
+"""Diagnostics of visual SLAM's keyframe depth against ground truth.
+
+Both commands read the ground truth of the procedural stand-in world model (``eval.ground_truth_metrics``
+on), so they work on procedural runs only. They measure where depth errors lie and what fixing
+them would be worth; neither is a method (SLAM never reads ground truth).
+
+``depth``: keyframe depth of finished runs against the true static depth, per round::
+
+    .venv/bin/python -m slam.diagnose depth RUN [RUN ...] [--band 8] [--gross 0.05]
+
+For each round: keyframes, coverage of static pixels, median abs-rel error, the fraction of
+covered pixels more than ``--gross`` off (after dividing out the round's median depth ratio,
+i.e. the scale the commanded path set), and how these gross errors split between pixels within
+``--band`` px of a true depth edge and the rest. One JSON line per run.
+
+``edit``: re-run the round loop with SLAM's keyframe depth edited with the truth right after SLAM
+(before fusion), and report the revisit PSNR (also by the round of the first visit)::
+
+    .venv/bin/python -m slam.diagnose edit --fix gross-band --rounds 0 --out /tmp/diag
+    .venv/bin/python -m slam.diagnose edit --fix values --config configs/loop.yaml seed=2
+
+``--fix``: ``values`` (true depth on the pixels SLAM covered), ``holes`` (static pixels SLAM left
+empty get the truth), ``gross`` / ``gross-band`` / ``gross-outside`` (pixels more than ``--gross``
+off get the truth: all, only within ``--band`` px of a true depth edge, only farther),
+``gross-near`` / ``gross-far`` (only those in front of / behind the true surface), ``none``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+FIXES = ("none", "values", "holes", "gross", "gross-band", "gross-outside", "gross-near", "gross-far")
+
+__all__ = ["FIXES", "depth_edge_band", "depth_report", "edit_depth"]
+
+
+def depth_edge_band(static_depth: np.ndarray, band_px: int, jump: float = 0.05) -> np.ndarray:
+    """``bool (H, W)``: pixels within ``band_px`` of a true depth edge (a log-depth step above
+    ``jump`` between neighbouring pixels)."""
+    d = np.log(np.maximum(static_depth, 1e-3))
+    gy, gx = np.gradient(d)
+    edge = (np.hypot(gx, gy) > jump) & (static_depth > 0)
+    return ndimage.binary_dilation(edge, iterations=band_px) if band_px > 0 else edge
+
+
+def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_true: np.ndarray,
+               dynamic_est: np.ndarray, *, gross: float = 0.05, band_px: int = 8) -> np.ndarray:
+    """One keyframe's depth ``(H, W)`` edited with the truth as ``fix`` says (see the module doc)."""
+    if fix not in FIXES:
+        raise ValueError(f"unknown fix {fix!r}; choose one of {', '.join(FIXES)}")
+    has = depth > 0
+    truth = static_depth > 0
+    rel = np.where(has & truth, depth / np.maximum(static_depth, 1e-9) - 1.0, 0.0)
+    if fix == "none":
+        return depth
+    if fix == "values":
+        return np.where(has & truth, static_depth, 0.0).astype(np.float32)
+    if fix == "holes":
+        fill = ~has & truth & ~dynamic_true & ~dynamic_est
+        return np.where(fill, static_depth, depth).astype(np.float32)
+    sel = has & truth & (np.abs(rel) > gross)
+    if fix == "gross-band":
+        sel &= depth_edge_band(static_depth, band_px)
+    elif fix == "gross-outside":
+        sel &= ~depth_edge_band(static_depth, band_px)
+    elif fix == "gross-near":
+        sel &= rel < 0
+    elif fix == "gross-far":
+        sel &= rel > 0
+    return np.where(sel, static_depth, depth).astype(np.float32)
+
+
+def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> dict:
+    """Per-round keyframe-depth statistics of a finished run against its ground truth."""
+    from spatia_py.rundir import RunDir, RunDirError
+
+    rd = RunDir(run)
+    rounds = rd.completed_rounds() if rd.exists() else []
+    if not rounds:
+        raise RunDirError(f"{run} holds no completed round (run `spatia run --config configs/loop.yaml --out {run}`)")
+    out = {"run": str(run), "band_px": band_px, "gross": gross, "rounds": []}
+    for r in rounds:
+        rec = rd.read_round(r, with_frames=False)
+        gt = rec.ground_truth
+        if gt is None:
+            raise RunDirError(
+                f"round {r} of {run} has no ground truth; run with eval.ground_truth_metrics=true on the "
+                "procedural world")
+        n_ref = n_cov = n_bad = n_bad_band = n_band = 0
+        absrel = []
+        for k in rec.slam.keyframes:
+            d, sd = rec.slam.depth[k], gt.static_depth[k]
+            ref = (sd > 0) & ~gt.dynamic_masks[k]
+            cov = ref & (d > 0)
+            if not cov.any():
+                continue
+            ratio = d[cov] / sd[cov]
+            e = np.abs(ratio / np.median(ratio) - 1.0)
+            band = depth_edge_band(sd, band_px)[cov]
+            n_ref += int(ref.sum())
+            n_cov += int(cov.sum())
+            n_bad += int((e > gross).sum())
+            n_bad_band += int(((e > gross) & band).sum())
+            n_band += int(band.sum())
+            absrel.append(np.abs(ratio - 1.0))
+        if not n_cov:
+            out["rounds"].append({"round": r, "keyframes": len(rec.slam.keyframes), "coverage": 0.0})
+            continue
+        out["rounds"].append({
+            "round": r,
+            "keyframes": len(rec.slam.keyframes),
+            "coverage": round(n_cov / n_ref, 4),
+            "absrel_median": round(float(np.median(np.concatenate(absrel))), 5),
+            "gross_fraction": round(n_bad / n_cov, 4),
+            "band_fraction_of_pixels": round(n_band / n_cov, 4),
+            "gross_share_in_band": round(n_bad_band / max(n_bad, 1), 3),
+            "gross_rate_in_band": round(n_bad_band / max(n_band, 1), 4),
+            "gross_rate_outside_band": round((n_bad - n_bad_band) / max(n_cov - n_band, 1), 4),
+        })
+    return out
+
+
+def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: float, band_px: int) -> dict:
+    """Run the round loop with SLAM's keyframe depth of ``rounds`` (all when ``None``) edited."""
+    from spatia_py.pipeline import RoundLoop
+
+    loop = RoundLoop(cfg, out, progress=False)
+    state: dict = {}
+    generate, process = loop.generator.generate, loop.slam.process
+
+    def generate_keep_truth(request):
+        clip = generate(request)
+        state["gt"] = clip.ground_truth
+        return clip
+
+    def process_then_edit(frames, cameras, memory, round_index, **kw):
+        res = process(frames, cameras, memory, round_index, **kw)
+        gt = state.get("gt")
+        if gt is None:
+            raise RuntimeError("the generator returned no ground truth; slam.diagnose edit needs the procedural world")
+        if rounds is None or round_index in rounds:
+            for k in res.keyframes:
+                new = edit_depth(fix, res.depth[k], gt.static_depth[k], gt.dynamic_masks[k], res.dynamic_masks[k],
+                                 gross=gross, band_px=band_px)
+                added = (new > 0) & (res.depth[k] <= 0)
+                res.depth_confidence[k] = np.where(added, 1.0, np.where(new > 0, res.depth_confidence[k], 0.0))
+                res.depth[k] = new
+        return res
+
+    loop.generator.generate = generate_keep_truth
+    loop.slam.process = process_then_edit
+    return loop.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("depth", help="keyframe depth of finished runs against ground truth, per round")
+    a.add_argument("runs", nargs="+", help="run directories (procedural world, ground truth on)")
+    b = sub.add_parser("edit", help="re-run with keyframe depth edited with the truth after SLAM")
+    b.add_argument("--fix", required=True, choices=FIXES)
+    b.add_argument("--rounds", default=None, help="comma-separated rounds to edit (default: all)")
+    b.add_argument("--config", default="configs/loop.yaml", help="run preset (default: %(default)s)")
+    b.add_argument("--out", default=None, help="run directory (default: a temporary one)")
+    b.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    for p in (a, b):
+        p.add_argument("--band", type=int, default=8, help="edge band half-width in pixels (default: %(default)s)")
+        p.add_argument("--gross", type=float, default=0.05, help="gross-error threshold (default: %(default)s)")
+    args = ap.parse_args(argv)
+    if args.band < 0 or not 0 < args.gross < 1:
+        ap.error(f"--band must be >= 0 and --gross in (0, 1), got {args.band} and {args.gross}")
+    from spatia_py.config import ConfigError, load_config
+    from spatia_py.rundir import RunDirError
+
+    try:
+        if args.command == "depth":
+            for run in args.runs:
+                print(json.dumps(depth_report(run, band_px=args.band, gross=args.gross)))
+            return 0
+        rounds = None
+        if args.rounds is not None:
+            try:
+                rounds = {int(x) for x in args.rounds.split(",") if x.strip()}
+            except ValueError:
+                ap.error(f"--rounds takes comma-separated round indices such as 0,1; got {args.rounds!r}")
+        cfg = load_config(args.config, args.overrides)
+        if cfg.generator.backend != "procedural" or not cfg.eval.ground_truth_metrics:
+            print("slam.diagnose edit needs generator.backend=procedural and eval.ground_truth_metrics=true",
+                  file=sys.stderr)
+            return 2
+        if cfg.slam.mode != "visual":
+            print(f"slam.diagnose edit edits visual SLAM's depth; the config has slam.mode={cfg.slam.mode!r}",
+                  file=sys.stderr)
+            return 2
+        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="slam-diag-"))
+        m = run_edited(cfg, out, args.fix, rounds, gross=args.gross, band_px=args.band)
+        print(json.dumps({
+            "fix": args.fix, "rounds": sorted(rounds) if rounds is not None else "all", "run_dir": str(out),
+            "revisit_psnr_db": round(m["revisit_psnr_db"], 3),
+            "revisit_psnr_db_by_first_round": {k: round(v, 3) for k, v in m.get("revisit_psnr_db_by_first_round",
+                                                                              {}).items()},
+            "memory_points": int(m["memory_points_per_round"][-1]),
+        }))
+        return 0
+    except (ConfigError, RunDirError, FileNotFoundError) as e:
+        print(f"slam.diagnose: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Depth diagnostics against ground truth (``python -m slam.diagnose``)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slam.diagnose import depth_edge_band, depth_report, edit_depth, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["path.width=320", "path.height=200", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
+        "generator.procedural.n_actors=1"]
+
+
+def two_planes():
+    """A wall at 4 m with a box face at 2 m on its left half; estimated depth with known errors."""
+    truth = np.full((40, 60), 4.0, np.float32)
+    truth[:, :30] = 2.0
+    est = truth.copy()
+    est[10, 31] = 2.0  # the near face spilled over the edge: 50 % in front, inside the band
+    est[20, 55] = 4.6  # 15 % behind, far from the edge
+    est[30, 5] = 2.02  # 1 % off: not gross
+    est[5, 45] = 0.0  # a hole
+    return est, truth
+
+
+def test_edge_band_follows_true_depth_edges():
+    _, truth = two_planes()
+    band = depth_edge_band(truth, 3)
+    assert band[:, 26:34].all()
+    assert not band[:, :25].any() and not band[:, 35:].any()
+
+
+def test_edit_depth_changes_only_what_the_fix_names():
+    est, truth = two_planes()
+    no_dyn = np.zeros(est.shape, bool)
+
+    def edit(fix):
+        return edit_depth(fix, est, truth, no_dyn, no_dyn, gross=0.05, band_px=3)
+
+    np.testing.assert_array_equal(edit("none"), est)
+    values = edit("values")
+    assert values[5, 45] == 0 and np.array_equal(values[est > 0], truth[est > 0])
+    holes = edit("holes")
+    assert holes[5, 45] == 4.0 and holes[10, 31] == 2.0  # fills the hole only
+    gross = edit("gross")
+    assert gross[10, 31] == 4.0 and gross[20, 55] == 4.0 and gross[30, 5] == pytest.approx(2.02)
+    assert edit("gross-band")[10, 31] == 4.0 and edit("gross-band")[20, 55] == pytest.approx(4.6)
+    assert edit("gross-outside")[10, 31] == 2.0 and edit("gross-outside")[20, 55] == 4.0
+    assert edit("gross-near")[10, 31] == 4.0 and edit("gross-near")[20, 55] == pytest.approx(4.6)
+    assert edit("gross-far")[10, 31] == 2.0 and edit("gross-far")[20, 55] == 4.0
+    # Holes stay holes under every gross fix, and pixels a mask calls dynamic are never filled.
+    assert all(edit(f)[5, 45] == 0 for f in ("gross", "gross-band", "gross-near"))
+    dyn = np.zeros(est.shape, bool)
+    dyn[5, 45] = True
+    assert edit_depth("holes", est, truth, dyn, no_dyn)[5, 45] == 0
+    with pytest.raises(ValueError, match="unknown fix"):
+        edit("truth")
+
+
+def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["edit", "--fix", "values", "--rounds", "0", "--config", str(ROOT / "configs" / "demo.yaml"),
+                 "--out", str(out), *TINY]) == 0
+    assert '"revisit_psnr_db"' in capsys.readouterr().out
+    rep = depth_report(out, band_px=8)
+    r0, r1 = rep["rounds"]
+    # Round 0 holds the true values (stored as float16), round 1 SLAM's own stereo depth.
+    assert r0["keyframes"] > 0 and r0["gross_fraction"] == 0.0 and r0["absrel_median"] < 1e-3
+    assert r1["keyframes"] > 0 and r1["absrel_median"] > 1e-3
+    assert 0.0 <= r1["gross_share_in_band"] <= 1.0 and 0.0 < r1["coverage"] <= 1.0
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    assert main(["depth", str(tmp_path / "missing")]) == 2
+    assert "no completed round" in capsys.readouterr().err
+    assert main(["edit", "--fix", "values", "--config", str(ROOT / "configs" / "demo.yaml"), "slam.mode=oracle"]) == 2
+    assert "slam.mode" in capsys.readouterr().err
+    assert main(["edit", "--fix", "values", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["edit", "--fix", "values", "--rounds", "zero"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["depth", "--gross", "2", str(tmp_path)])
