@@ -19,7 +19,8 @@ i.e. the scale the commanded path set), and how these gross errors split between
     .venv/bin/python -m slam.diagnose edit --fix gross-band --rounds 0 --out /tmp/diag
     .venv/bin/python -m slam.diagnose edit --fix values --config configs/loop.yaml seed=2
 
-``--fix``: ``values`` (true depth on the pixels SLAM covered), ``holes`` (static pixels SLAM left
+``--fix``: ``truth`` (true depth on every static pixel SLAM did not mask as moving),
+``values`` (true depth on the pixels SLAM covered), ``holes`` (static pixels SLAM left
 empty get the truth), ``gross`` / ``gross-band`` / ``gross-outside`` (pixels more than ``--gross``
 off get the truth: all, only within ``--band`` px of a true depth edge, only farther),
 ``gross-near`` / ``gross-far`` (only those in front of / behind the true surface), ``none``.
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-FIXES = ("none", "values", "holes", "gross", "gross-band", "gross-outside", "gross-near", "gross-far")
+FIXES = ("none", "truth", "values", "holes", "gross", "gross-band", "gross-outside", "gross-near", "gross-far")
 
 __all__ = ["FIXES", "depth_edge_band", "depth_report", "edit_depth"]
 
@@ -62,9 +63,11 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
         return depth
     if fix == "values":
         return np.where(has & truth, static_depth, 0.0).astype(np.float32)
-    if fix == "holes":
-        fill = ~has & truth & ~dynamic_true & ~dynamic_est
-        return np.where(fill, static_depth, depth).astype(np.float32)
+    if fix in ("holes", "truth"):
+        fill = truth & ~dynamic_true & ~dynamic_est
+        if fix == "holes":
+            fill &= ~has
+        return np.where(fill, static_depth, np.where(fix == "truth", 0.0, depth)).astype(np.float32)
     sel = has & truth & (np.abs(rel) > gross)
     if fix == "gross-band":
         sel &= depth_edge_band(static_depth, band_px)

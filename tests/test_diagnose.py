@@ -41,6 +41,8 @@ def test_edit_depth_changes_only_what_the_fix_names():
     np.testing.assert_array_equal(edit("none"), est)
     values = edit("values")
     assert values[5, 45] == 0 and np.array_equal(values[est > 0], truth[est > 0])
+    full = edit("truth")
+    assert np.array_equal(full, truth)  # every static pixel, the hole included
     holes = edit("holes")
     assert holes[5, 45] == 4.0 and holes[10, 31] == 2.0  # fills the hole only
     gross = edit("gross")
@@ -54,8 +56,9 @@ def test_edit_depth_changes_only_what_the_fix_names():
     dyn = np.zeros(est.shape, bool)
     dyn[5, 45] = True
     assert edit_depth("holes", est, truth, dyn, no_dyn)[5, 45] == 0
+    assert edit_depth("truth", est, truth, no_dyn, dyn)[5, 45] == 0
     with pytest.raises(ValueError, match="unknown fix"):
-        edit("truth")
+        edit("exact")
 
 
 def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):
