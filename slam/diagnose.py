@@ -8,22 +8,27 @@ them would be worth; neither is a method (SLAM never reads ground truth).
 
     .venv/bin/python -m slam.diagnose depth RUN [RUN ...] [--band 8] [--gross 0.05]
 
-For each round: keyframes, coverage of static pixels, median abs-rel error, the fraction of
-covered pixels more than ``--gross`` off (after dividing out the round's median depth ratio,
-i.e. the scale the commanded path set), and how these gross errors split between pixels within
-``--band`` px of a true depth edge and the rest. One JSON line per run.
+For each round (tracked keyframes, static pixels that no actor covers): coverage, median abs-rel
+error, the fraction of covered pixels more than ``--gross`` off after dividing out each
+keyframe's median depth ratio (its scale, which the commanded path set), and how these gross
+errors split between pixels within ``--band`` px of a true depth edge and the rest. One JSON
+line per run.
 
 ``edit``: re-run the round loop with SLAM's keyframe depth edited with the truth right after SLAM
 (before fusion), and report the revisit PSNR (also by the round of the first visit)::
 
-    .venv/bin/python -m slam.diagnose edit --fix gross-band --rounds 0 --out /tmp/diag
+    .venv/bin/python -m slam.diagnose edit --fix gross-band --rounds 0 --out RUN
     .venv/bin/python -m slam.diagnose edit --fix values --config configs/loop.yaml seed=2
 
 ``--fix``: ``truth`` (true depth on every static pixel SLAM did not mask as moving),
 ``values`` (true depth on the pixels SLAM covered), ``holes`` (static pixels SLAM left
 empty get the truth), ``gross`` / ``gross-band`` / ``gross-outside`` (pixels more than ``--gross``
-off get the truth: all, only within ``--band`` px of a true depth edge, only farther),
-``gross-near`` / ``gross-far`` (only those in front of / behind the true surface), ``none``.
+off get the truth: all, only within ``--band`` px of a true depth edge, only farther; the raw
+relative error, no scale divided out), ``gross-near`` / ``gross-far`` (only those in front of /
+behind the true surface), ``none``. Pixels an actor covers (in truth) are never edited. A pixel
+that gets depth where SLAM had none gets confidence 1; a replaced one keeps SLAM's confidence
+(which decides whether fusion takes it and whether it may carve), a removed one gets 0. A round's
+edits include its look-ahead keyframes, which are fused with that round.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ __all__ = ["FIXES", "depth_edge_band", "depth_report", "edit_depth"]
 
 
 def depth_edge_band(static_depth: np.ndarray, band_px: int, jump: float = 0.05) -> np.ndarray:
-    """``bool (H, W)``: pixels within ``band_px`` of a true depth edge (a log-depth step above
-    ``jump`` between neighbouring pixels)."""
+    """``bool (H, W)``: pixels within ``band_px`` of a true depth edge, where the log depth changes
+    by more than ``jump`` per pixel (central differences: surfaces seen at a very grazing angle
+    count too)."""
     d = np.log(np.maximum(static_depth, 1e-3))
     gy, gx = np.gradient(d)
     edge = (np.hypot(gx, gy) > jump) & (static_depth > 0)
@@ -57,17 +63,19 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
     if fix not in FIXES:
         raise ValueError(f"unknown fix {fix!r}; choose one of {', '.join(FIXES)}")
     has = depth > 0
-    truth = static_depth > 0
+    # Pixels an actor covers are left as SLAM had them: the fixes are about static depth, not masks.
+    truth = (static_depth > 0) & ~dynamic_true
     rel = np.where(has & truth, depth / np.maximum(static_depth, 1e-9) - 1.0, 0.0)
     if fix == "none":
-        return depth
+        return depth.astype(np.float32)
     if fix == "values":
-        return np.where(has & truth, static_depth, 0.0).astype(np.float32)
+        nothing = has & (static_depth <= 0)  # no surface there in truth
+        return np.where(has & truth, static_depth, np.where(nothing, 0.0, depth)).astype(np.float32)
     if fix in ("holes", "truth"):
-        fill = truth & ~dynamic_true & ~dynamic_est
+        fill = truth & ~dynamic_est
         if fix == "holes":
-            fill &= ~has
-        return np.where(fill, static_depth, np.where(fix == "truth", 0.0, depth)).astype(np.float32)
+            return np.where(fill & ~has, static_depth, depth).astype(np.float32)
+        return np.where(fill, static_depth, np.where(dynamic_true, depth, 0.0)).astype(np.float32)
     sel = has & truth & (np.abs(rel) > gross)
     if fix == "gross-band":
         sel &= depth_edge_band(static_depth, band_px)
@@ -85,9 +93,11 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
     from spatia_py.rundir import RunDir, RunDirError
 
     rd = RunDir(run)
+    if not Path(run).is_dir():
+        raise RunDirError(f"run directory not found: {run}")
     rounds = rd.completed_rounds() if rd.exists() else []
     if not rounds:
-        raise RunDirError(f"{run} holds no completed round (run `spatia run --config configs/loop.yaml --out {run}`)")
+        raise RunDirError(f"{run} holds no completed round; is it a run directory (`spatia run ... --out DIR`)?")
     out = {"run": str(run), "band_px": band_px, "gross": gross, "rounds": []}
     for r in rounds:
         rec = rd.read_round(r, with_frames=False)
@@ -98,27 +108,28 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
                 "procedural world")
         n_ref = n_cov = n_bad = n_bad_band = n_band = 0
         absrel = []
-        for k in rec.slam.keyframes:
+        keyframes = [k for k in rec.slam.keyframes if rec.slam.tracked[k]]
+        for k in keyframes:
             d, sd = rec.slam.depth[k], gt.static_depth[k]
             ref = (sd > 0) & ~gt.dynamic_masks[k]
             cov = ref & (d > 0)
+            n_ref += int(ref.sum())
             if not cov.any():
                 continue
             ratio = d[cov] / sd[cov]
             e = np.abs(ratio / np.median(ratio) - 1.0)
             band = depth_edge_band(sd, band_px)[cov]
-            n_ref += int(ref.sum())
             n_cov += int(cov.sum())
             n_bad += int((e > gross).sum())
             n_bad_band += int(((e > gross) & band).sum())
             n_band += int(band.sum())
             absrel.append(np.abs(ratio - 1.0))
         if not n_cov:
-            out["rounds"].append({"round": r, "keyframes": len(rec.slam.keyframes), "coverage": 0.0})
+            out["rounds"].append({"round": r, "keyframes": len(keyframes), "coverage": 0.0})
             continue
         out["rounds"].append({
             "round": r,
-            "keyframes": len(rec.slam.keyframes),
+            "keyframes": len(keyframes),
             "coverage": round(n_cov / n_ref, 4),
             "absrel_median": round(float(np.median(np.concatenate(absrel))), 5),
             "gross_fraction": round(n_bad / n_cov, 4),
@@ -135,6 +146,9 @@ def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: floa
     from spatia_py.pipeline import RoundLoop
 
     loop = RoundLoop(cfg, out, progress=False)
+    n = len(loop.segments)
+    if rounds is not None and (not rounds or not rounds <= set(range(n))):
+        raise ValueError(f"--rounds must name rounds of this run, 0 to {n - 1}; got {sorted(rounds)}")
     state: dict = {}
     generate, process = loop.generator.generate, loop.slam.process
 
@@ -169,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("runs", nargs="+", help="run directories (procedural world, ground truth on)")
     b = sub.add_parser("edit", help="re-run with keyframe depth edited with the truth after SLAM")
     b.add_argument("--fix", required=True, choices=FIXES)
-    b.add_argument("--rounds", default=None, help="comma-separated rounds to edit (default: all)")
+    b.add_argument("--rounds", default=None, help="comma-separated rounds to edit, counted from 0 (default: all)")
     b.add_argument("--config", default="configs/loop.yaml", help="run preset (default: %(default)s)")
     b.add_argument("--out", default=None, help="run directory (default: a temporary one)")
     b.add_argument("overrides", nargs="*", help="section.field=value overrides")
@@ -180,12 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.band < 0 or not 0 < args.gross < 1:
         ap.error(f"--band must be >= 0 and --gross in (0, 1), got {args.band} and {args.gross}")
     from spatia_py.config import ConfigError, load_config
-    from spatia_py.rundir import RunDirError
+    from spatia_py.pipeline import PipelineError
+    from spatia_py.rundir import RunDir, RunDirError
+
+    def dumps(obj) -> str:
+        return json.dumps(obj, default=str).replace("NaN", "null")
 
     try:
         if args.command == "depth":
             for run in args.runs:
-                print(json.dumps(depth_report(run, band_px=args.band, gross=args.gross)))
+                print(dumps(depth_report(run, band_px=args.band, gross=args.gross)))
             return 0
         rounds = None
         if args.rounds is not None:
@@ -203,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="slam-diag-"))
+        if RunDir(out).exists():
+            print(f"slam.diagnose: {out} already holds a run; choose a new --out (nothing was overwritten)",
+                  file=sys.stderr)
+            return 2
         m = run_edited(cfg, out, args.fix, rounds, gross=args.gross, band_px=args.band)
-        print(json.dumps({
+        print(dumps({
             "fix": args.fix, "rounds": sorted(rounds) if rounds is not None else "all", "run_dir": str(out),
             "revisit_psnr_db": round(m["revisit_psnr_db"], 3),
             "revisit_psnr_db_by_first_round": {k: round(v, 3) for k, v in m.get("revisit_psnr_db_by_first_round",
@@ -212,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_points": int(m["memory_points_per_round"][-1]),
         }))
         return 0
-    except (ConfigError, RunDirError, FileNotFoundError) as e:
+    except (ConfigError, RunDirError, PipelineError, FileNotFoundError, ValueError) as e:
         print(f"slam.diagnose: {e}", file=sys.stderr)
         return 2
 

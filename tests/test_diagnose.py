@@ -57,6 +57,12 @@ def test_edit_depth_changes_only_what_the_fix_names():
     dyn[5, 45] = True
     assert edit_depth("holes", est, truth, dyn, no_dyn)[5, 45] == 0
     assert edit_depth("truth", est, truth, no_dyn, dyn)[5, 45] == 0
+    # Pixels an actor covers in truth keep SLAM's depth under every fix (masks are not the subject).
+    actor = np.zeros(est.shape, bool)
+    actor[10, 31] = actor[5, 45] = True
+    for f in ("values", "holes", "truth", "gross", "gross-band", "gross-near"):
+        e = edit_depth(f, est, truth, actor, no_dyn, band_px=3)
+        assert e[10, 31] == 2.0 and e[5, 45] == 0, f
     with pytest.raises(ValueError, match="unknown fix"):
         edit("exact")
 
@@ -66,6 +72,11 @@ def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):
     assert main(["edit", "--fix", "values", "--rounds", "0", "--config", str(ROOT / "configs" / "demo.yaml"),
                  "--out", str(out), *TINY]) == 0
     assert '"revisit_psnr_db"' in capsys.readouterr().out
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["edit", "--fix", "values", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(out),
+                 *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before  # nothing overwritten
     rep = depth_report(out, band_px=8)
     r0, r1 = rep["rounds"]
     # Round 0 holds the true values (stored as float16), round 1 SLAM's own stereo depth.
@@ -76,13 +87,18 @@ def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):
 
 def test_bad_input_is_named(tmp_path, capsys):
     assert main(["depth", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["depth", str(tmp_path)]) == 2
     assert "no completed round" in capsys.readouterr().err
     assert main(["edit", "--fix", "values", "--config", str(ROOT / "configs" / "demo.yaml"), "slam.mode=oracle"]) == 2
     assert "slam.mode" in capsys.readouterr().err
     assert main(["edit", "--fix", "values", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        main(["edit", "--fix", "values", "--rounds", "zero"])
-    assert e.value.code == 2
-    with pytest.raises(SystemExit):
-        main(["depth", "--gross", "2", str(tmp_path)])
+    assert main(["edit", "--fix", "values", "--rounds", "7", "--config", str(ROOT / "configs" / "demo.yaml"),
+                 "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "0 to 1" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    for argv, name in ((["edit", "--fix", "values", "--rounds", "zero"], "--rounds"),
+                       (["depth", "--gross", "2", str(tmp_path)], "--gross")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and name in capsys.readouterr().err
