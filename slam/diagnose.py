@@ -193,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.band < 0 or not 0 < args.gross < 1:
         ap.error(f"--band must be >= 0 and --gross in (0, 1), got {args.band} and {args.gross}")
+    from spatia_py.bench.report import json_safe
     from spatia_py.config import ConfigError, load_config
     from spatia_py.pipeline import PipelineError
     from spatia_py.rundir import RunDir, RunDirError
 
     def dumps(obj) -> str:
-        return json.dumps(obj, default=str).replace("NaN", "null")
+        return json.dumps(json_safe(obj))
 
     try:
         if args.command == "depth":

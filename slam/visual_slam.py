@@ -764,12 +764,10 @@ class VisualSlam:
 
         return usable
 
-    def _fallback_sources(self, k: int, srcs: list[int], N: int, tracked: np.ndarray, T_est: np.ndarray,
-                          usable=None) -> list[int]:
+    def _fallback_sources(self, k: int, srcs: list[int], usable) -> list[int]:
         """Extra stereo sources of keyframe ``k`` at ``mvs_fallback_offsets`` (not already in ``srcs``),
         used only where fewer than ``mvs_top_k`` of ``srcs`` see a pixel. ``usable`` as for
         :meth:`_sources`."""
-        usable = usable or self._source_usable(k, N, tracked, T_est)
         return [k + o for o in self.cfg.mvs_fallback_offsets if k + o not in srcs and usable(k + o)]
 
     def _source_pose(self, j: int, T_est: np.ndarray) -> np.ndarray:
@@ -848,9 +846,8 @@ class VisualSlam:
         for k, d in per_kf.items():
             dk = torch.where(d["good"], d["raw"], torch.zeros_like(d["raw"]))
             others = [(per_kf[j]["raw"], invert_pose(T_est[j]) @ T_est[k]) for j in per_kf if j != k]
-            if d["mem_depth"] is not None:
-                md = torch.from_numpy(d["mem_depth"])[None, None]
-                others.append((F.interpolate(md, size=(hs, ws), mode="nearest")[0, 0], np.eye(4)))
+            if d["mem_small"] is not None:
+                others.append((torch.from_numpy(np.ascontiguousarray(d["mem_small"])), np.eye(4)))
             if others:
                 n_ok, n_bad, d_mean = consistency_count(dk, Ks, others, rel_tol=cfg.mvs_consistency_rel, radius_px=1)
                 if cfg.mvs_average_views:
@@ -918,8 +915,8 @@ class VisualSlam:
         for k in sorted(per_kf):
             d = per_kf[k]
             pts = (d["good"] & (d["raw"] > 0)).numpy()
-            if d["mem_depth"] is not None:
-                pts &= _resize_nearest(d["mem_depth"], hs, ws) <= 0
+            if d["mem_small"] is not None:
+                pts &= d["mem_small"] <= 0
             if pts.sum() < cfg.keyframe_confirm_min_fraction * hs * ws:
                 continue
             X = unproject_depth(d["raw"].numpy(), Ks, T_est[k])[pts]
@@ -960,7 +957,8 @@ class VisualSlam:
 
         Returns ``(entry, info)``: ``entry`` (``None`` without stereo sources) holds the working-
         resolution ``raw`` depth, ``good`` mask and ``cost``, plus the rendered memory
-        (``mem_rgb``, ``mem_depth``, ``agree``; ``None`` without memory)."""
+        (``mem_rgb``, ``mem_depth``, ``agree``, and ``mem_small``: its depth at the working
+        resolution; ``None`` without memory)."""
         cfg = self.cfg
         N, H, W = gray.shape
         scale, coarse = self._mvs_scales(W)
@@ -996,7 +994,10 @@ class VisualSlam:
         raw = torch.zeros((hs, ws))
         cost = torch.full((hs, ws), 2.0)
         good = torch.zeros((hs, ws), dtype=torch.bool)
-        entry = {"raw": raw, "good": good, "cost": cost, "mem_rgb": mem_rgb_k, "mem_depth": mem_depth_k, "agree": agree}
+        # The rendered memory depth at the working resolution serves confirmation and consistency.
+        mem_small = None if mem_depth_k is None else _resize_nearest(mem_depth_k, hs, ws)
+        entry = {"raw": raw, "good": good, "cost": cost, "mem_rgb": mem_rgb_k, "mem_depth": mem_depth_k,
+                 "mem_small": mem_small, "agree": agree}
         box = _bbox(need)
         if box is None:
             return entry, e
@@ -1019,7 +1020,7 @@ class VisualSlam:
         raw, cost, good = place(sw)
         y0, y1, x0, x1 = sw.box
         e["swept_fraction"] = round((y1 - y0) * (x1 - x0) / (hs * ws), 3)
-        fb = self._fallback_sources(k, srcs, N, tracked, T_est, usable)
+        fb = self._fallback_sources(k, srcs, usable)
         if fb:
             # Pixels the regular sources leave with fewer than top_k views (image borders).
             short_t = _place(sw.n_visible < min(cfg.mvs_top_k, len(srcs)), sw.box, hs, ws)

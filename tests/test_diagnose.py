@@ -1,15 +1,10 @@
 """Depth diagnostics against ground truth (``python -m slam.diagnose``)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from test_pipeline import ROOT, TINY  # the tiny round-loop settings the pipeline tests use
 
 from slam.diagnose import depth_edge_band, depth_report, edit_depth, main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["path.width=320", "path.height=200", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
-        "generator.procedural.n_actors=1"]
 
 
 def two_planes():

@@ -547,8 +547,8 @@ def test_confirming_keyframe_for_depth_no_other_keyframe_sees():
     T_est = np.stack([pose(0.1 * i, 40.0 if i == 1 else 0.0) for i in range(10)])
     good = torch.zeros((hs, ws), dtype=torch.bool)
     good[:, 8:16] = True  # keyframe 5: depth only on a strip at its left border
-    empty = {"raw": torch.zeros((hs, ws)), "good": torch.zeros((hs, ws), dtype=torch.bool), "mem_depth": None}
-    per_kf = {1: empty, 5: {"raw": torch.full((hs, ws), 2.0), "good": good, "mem_depth": None}, 9: empty}
+    empty = {"raw": torch.zeros((hs, ws)), "good": torch.zeros((hs, ws), dtype=torch.bool), "mem_depth": None, "mem_small": None}
+    per_kf = {1: empty, 5: {"raw": torch.full((hs, ws), 2.0), "good": good, "mem_depth": None, "mem_small": None}, 9: empty}
     tracked = np.ones(10, bool)
     slam = VisualSlam(SlamConfig(), 0.01)
     out = slam._confirming_keyframes(per_kf, [1, 5, 9], Ks, T_est, tracked, hs, ws, 2.0)
