@@ -25,7 +25,8 @@ line per run.
 empty get the truth), ``gross`` / ``gross-band`` / ``gross-outside`` (pixels more than ``--gross``
 off get the truth: all, only within ``--band`` px of a true depth edge, only farther; the raw
 relative error, no scale divided out), ``gross-near`` / ``gross-far`` (only those in front of /
-behind the true surface), ``none``. Pixels an actor covers (in truth) are never edited. A pixel
+behind the true surface), ``drop-gross`` / ``drop-gross-band`` (those pixels lose their depth
+instead: what a perfect detector of wrong depth would be worth), ``none``. Pixels an actor covers (in truth) are never edited. A pixel
 that gets depth where SLAM had none gets confidence 1; a replaced one keeps SLAM's confidence
 (which decides whether fusion takes it and whether it may carve), a removed one gets 0. A round's
 edits include its look-ahead keyframes, which are fused with that round.
@@ -42,7 +43,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-FIXES = ("none", "truth", "values", "holes", "gross", "gross-band", "gross-outside", "gross-near", "gross-far")
+FIXES = ("none", "truth", "values", "holes", "gross", "gross-band", "gross-outside", "gross-near", "gross-far",
+         "drop-gross", "drop-gross-band")
 
 __all__ = ["FIXES", "depth_edge_band", "depth_report", "edit_depth"]
 
@@ -77,7 +79,7 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
             return np.where(fill & ~has, static_depth, depth).astype(np.float32)
         return np.where(fill, static_depth, np.where(dynamic_true, depth, 0.0)).astype(np.float32)
     sel = has & truth & (np.abs(rel) > gross)
-    if fix == "gross-band":
+    if fix in ("gross-band", "drop-gross-band"):
         sel &= depth_edge_band(static_depth, band_px)
     elif fix == "gross-outside":
         sel &= ~depth_edge_band(static_depth, band_px)
@@ -85,7 +87,7 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
         sel &= rel < 0
     elif fix == "gross-far":
         sel &= rel > 0
-    return np.where(sel, static_depth, depth).astype(np.float32)
+    return np.where(sel, 0.0 if fix.startswith("drop-") else static_depth, depth).astype(np.float32)
 
 
 def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> dict:

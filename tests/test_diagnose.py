@@ -46,6 +46,9 @@ def test_edit_depth_changes_only_what_the_fix_names():
     assert edit("gross-outside")[10, 31] == 2.0 and edit("gross-outside")[20, 55] == 4.0
     assert edit("gross-near")[10, 31] == 4.0 and edit("gross-near")[20, 55] == pytest.approx(4.6)
     assert edit("gross-far")[10, 31] == 2.0 and edit("gross-far")[20, 55] == 4.0
+    dropped = edit("drop-gross")
+    assert dropped[10, 31] == 0 and dropped[20, 55] == 0 and dropped[30, 5] == pytest.approx(2.02)
+    assert edit("drop-gross-band")[10, 31] == 0 and edit("drop-gross-band")[20, 55] == pytest.approx(4.6)
     # Holes stay holes under every gross fix, and pixels a mask calls dynamic are never filled.
     assert all(edit(f)[5, 45] == 0 for f in ("gross", "gross-band", "gross-near"))
     dyn = np.zeros(est.shape, bool)
@@ -55,7 +58,7 @@ def test_edit_depth_changes_only_what_the_fix_names():
     # Pixels an actor covers in truth keep SLAM's depth under every fix (masks are not the subject).
     actor = np.zeros(est.shape, bool)
     actor[10, 31] = actor[5, 45] = True
-    for f in ("values", "holes", "truth", "gross", "gross-band", "gross-near"):
+    for f in ("values", "holes", "truth", "gross", "gross-band", "gross-near", "drop-gross"):
         e = edit_depth(f, est, truth, actor, no_dyn, band_px=3)
         assert e[10, 31] == 2.0 and e[5, 45] == 0, f
     with pytest.raises(ValueError, match="unknown fix"):
