@@ -134,6 +134,19 @@ class SlamConfig:
     mvs_consistency_rel: float = 0.03
     """Relative depth agreement needed between keyframes or with the memory (geometric consistency)."""
     mvs_average_views: bool = True
+    mvs_edge_radius: int = 3
+    """Depth-edge refinement (``slam.mvs.refine_depth_edges``; 0 = off): swept pixels the memory
+    does not cover, whose inverse depth within this many working pixels spans more than
+    ``mvs_edge_jump`` of their own, are swept again with colour-weighted ZNCC over a disc of this
+    radius, which stops the textured side of a depth edge from "fattening" over the other.
+    Loop (``configs/loop.yaml``) revisit PSNR, seeds 1 / 2 / 3: see the README's Known gaps."""
+    mvs_edge_jump: float = 0.15
+    """Relative inverse-depth span around a pixel that marks it as next to a depth edge."""
+    mvs_edge_planes: int = 6
+    """Depth hypotheses per edge pixel (evenly in inverse depth over the span, then a parabola)."""
+    mvs_edge_colour_scale: float = 0.1
+    """Colour distance (sum of absolute RGB differences in [0, 1]) at which a window pixel's
+    weight falls by ``1/e`` in the edge refinement."""
     """A keyframe depth confirmed by other views (keyframes, memory) is replaced by its mean with
     the depths they imply for it: independent sweeps err independently, so averaging lowers noise."""
     depth_min_m: float = 0.2

@@ -45,7 +45,7 @@ from scipy import ndimage
 from slam.bundle import BaProblem, bundle_adjust
 from slam.config import SlamConfig
 from slam.features import extract_sift, to_gray
-from slam.mvs import consistency_count, cost_at_depth, neighbour_support, sweep_coarse_to_fine
+from slam.mvs import consistency_count, cost_at_depth, neighbour_support, refine_depth_edges, sweep_coarse_to_fine
 from slam.photometric import align_to_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
 from spatia_py.conditioning import fill_enclosed_holes
@@ -1044,6 +1044,19 @@ class VisualSlam:
                 good = torch.where(short_t, good2, good)
                 e["fallback_sources"] = [int(j) for j in fb]
                 e["fallback_fraction"] = round(short_frac, 3)
+        if cfg.mvs_edge_radius > 0:
+            # Depth edges of new content get their own support (the memory already holds the rest).
+            cand = good if mem_small is None else good & torch.from_numpy(mem_small <= 0)
+            as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
+            ref_rgb = F.interpolate(as_t(frames[k] / np.float32(255)).permute(2, 0, 1)[None], size=(hs, ws),
+                                    mode="area")[0].permute(1, 2, 0)
+            raw, edges = refine_depth_edges(
+                raw, cand, F.interpolate(as_t(gray[k])[None, None], size=(hs, ws), mode="area")[0, 0], ref_rgb,
+                F.interpolate(as_t(src_gray)[:, None], size=(hs, ws), mode="area")[:, 0], scale_K(K, ws / W),
+                T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump, n_planes=cfg.mvs_edge_planes,
+                colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
+            )
+            e["edge_refined_fraction"] = round(float(edges.float().mean()), 3)
         entry.update(raw=raw, good=good, cost=cost)
         return entry, e
 

@@ -304,6 +304,12 @@ def validate_config(cfg: RunConfig) -> None:
               and cfg.generator.backend == "procedural" and not cfg.generator.procedural.hand_over_depth),
          "slam.depth_source=generator needs depth from the generator, and the procedural one hands it over "
          "only with generator.procedural.hand_over_depth=true; set that or use slam.depth_source=pixels")
+    need(cfg.slam.mvs_edge_radius >= 0, f"slam.mvs_edge_radius must be >= 0 (0 turns edge refinement off), "
+         f"got {cfg.slam.mvs_edge_radius}")
+    need(cfg.slam.mvs_edge_planes >= 3, f"slam.mvs_edge_planes must be >= 3, got {cfg.slam.mvs_edge_planes}")
+    need(cfg.slam.mvs_edge_jump > 0 and cfg.slam.mvs_edge_colour_scale > 0,
+         f"slam.mvs_edge_jump and slam.mvs_edge_colour_scale must be > 0, got {cfg.slam.mvs_edge_jump} and "
+         f"{cfg.slam.mvs_edge_colour_scale}")
     need(cfg.generator.backend in ("procedural",),
          f"generator.backend must be 'procedural' (the embedded stand-in world model), got {cfg.generator.backend!r}")
     need(cfg.generator.procedural.scene in ("room", "courtyard"),

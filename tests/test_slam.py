@@ -9,12 +9,15 @@ import math
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
 from slam import SlamConfig, VisualSlam, fuse_clip
 from slam.bundle import BaProblem, bundle_adjust, triangulate_tracks
 from slam.features import to_gray
-from slam.mvs import sweep_coarse_to_fine
-from slam.photometric import align_to_template
+from slam.mvs import refine_depth_edges, sweep_coarse_to_fine
+from slam.photometric import align_to_template, scale_K
 from spatia_py.geometry import Camera, intrinsics_from_fov, invert_pose, look_at, pose_distance, se3_exp
 from spatia_py.memory import SpatialMemory
 from spatia_py.types import SlamResult
@@ -251,6 +254,58 @@ def test_mvs_recovers_plane_depth(smooth_window):
     # depth; sub-plane refinement must get well below that.
     assert np.median(rel) < 0.02, np.median(rel)
     assert (rel < 0.05).mean() > 0.9, (rel < 0.05).mean()
+
+
+def test_edge_refinement_stops_a_textured_surface_fattening():
+    """A yellow square 1.5 m away in front of a blue wall at 3 m, sources moving sideways: the
+    sweep's window runs the square's depth across the edge; colour-weighted ZNCC re-decides the
+    pixels next to the jump, halving the wrong ones, and touches nothing else."""
+    Hm, Wm = 160, 240
+    Kp = intrinsics_from_fov(Wm, Hm, 60.0)
+
+    def view(tx, K=Kp, h=Hm, w=Wm):
+        v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+        rx, ry = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+        front = (np.abs(rx * 1.5 + tx) < 0.35) & (np.abs(ry * 1.5) < 0.35)
+        z = np.where(front, 1.5, 3.0)
+        rgb = _texture(np.stack([rx * z + tx, ry * z, z], -1))
+        rgb = rgb * np.where(front[..., None], [1.0, 0.85, 0.2], [0.2, 0.6, 1.0])
+        return (rgb * 255).round().astype(np.uint8), z
+
+    offsets = [-0.2, -0.1, 0.1, 0.2]
+    ref_rgb, _ = view(0.0)
+    src = np.stack([to_gray(view(o)[0]) for o in offsets])
+    T = np.stack([np.array([[1, 0, 0, -o], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]) for o in offsets])
+    sw = sweep_coarse_to_fine(to_gray(ref_rgb), src, Kp, T, 0.8, 8.0, scale=0.5, window=7, smooth_window=7)
+    h, w = sw.depth.shape
+    Ks = scale_K(Kp, w / Wm)
+    truth = view(0.0, Ks, h, w)[1]
+
+    def area(a):
+        return F.interpolate(torch.from_numpy(np.ascontiguousarray(a, np.float32)), size=(h, w), mode="area")
+
+    images = (area(to_gray(ref_rgb)[None, None])[0, 0], area(ref_rgb.transpose(2, 0, 1)[None] / 255.0)[0].permute(1, 2, 0),
+              area(src[:, None])[:, 0], Ks, T)
+    new, refined = refine_depth_edges(sw.depth, sw.depth > 0, *images)
+    wrong_before = int((np.abs(sw.depth.numpy() / truth - 1) > 0.05).sum())
+    wrong_after = int((np.abs(new.numpy() / truth - 1) > 0.05).sum())
+    assert wrong_before > 300, wrong_before  # the sweep does fatten here
+    assert wrong_after < 0.6 * wrong_before, (wrong_before, wrong_after)
+    assert refined.any() and torch.equal(new[~refined], sw.depth[~refined])
+    # Only pixels next to the jump are re-decided (the sweep's ramp plus the refinement radius)...
+    jump = np.zeros((h, w), bool)
+    jump[:, 1:] |= truth[:, 1:] != truth[:, :-1]
+    jump[1:] |= truth[1:] != truth[:-1]
+    assert not (refined.numpy() & ~ndimage.binary_dilation(jump, iterations=10)).any()
+    # ... and only candidates.
+    left = torch.zeros((h, w), dtype=torch.bool)
+    left[:, : w // 2] = True
+    new_l, refined_l = refine_depth_edges(sw.depth, left & (sw.depth > 0), *images)
+    assert refined_l.any() and not refined_l[:, w // 2 :].any()
+    assert torch.equal(new_l[:, w // 2 :], sw.depth[:, w // 2 :])
+    # Far from any jump (a flat wall) nothing is refined.
+    flat, none = refine_depth_edges(torch.full((h, w), 3.0), torch.ones((h, w), dtype=torch.bool), *images)
+    assert not none.any() and torch.equal(flat, torch.full((h, w), 3.0))
 
 
 def test_moving_blob_is_masked_and_never_fused():
