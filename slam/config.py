@@ -134,6 +134,8 @@ class SlamConfig:
     mvs_consistency_rel: float = 0.03
     """Relative depth agreement needed between keyframes or with the memory (geometric consistency)."""
     mvs_average_views: bool = True
+    """A keyframe depth confirmed by other views (keyframes, memory) is replaced by its mean with
+    the depths they imply for it: independent sweeps err independently, so averaging lowers noise."""
     mvs_edge_radius: int = 3
     """Depth-edge refinement (``slam.mvs.refine_depth_edges``; 0 = off): swept pixels the memory
     does not cover, whose inverse depth within this many working pixels spans more than
@@ -147,8 +149,6 @@ class SlamConfig:
     mvs_edge_colour_scale: float = 0.1
     """Colour distance (sum of absolute RGB differences in [0, 1]) at which a window pixel's
     weight falls by ``1/e`` in the edge refinement."""
-    """A keyframe depth confirmed by other views (keyframes, memory) is replaced by its mean with
-    the depths they imply for it: independent sweeps err independently, so averaging lowers noise."""
     depth_min_m: float = 0.2
     """Nearest depth searched when nothing better is known."""
     depth_max_m: float = 12.0

@@ -466,7 +466,8 @@ def refine_depth_edges(
     colour_scale: float = 0.1,
     distance_scale: float = 4.0,
     top_k: int = 2,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    min_texture: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Re-decide the depth of pixels next to depth jumps with colour-weighted ZNCC.
 
     A window that straddles a depth edge is matched by the side with the stronger texture, so the
@@ -476,12 +477,14 @@ def refine_depth_edges(
     colour (in practice, mostly another surface) hardly count (adaptive support weights, Yoon and
     Kweon, CVPR 2005), and its depth is swept again over the range its neighbourhood spans.
 
-    A pixel is refined when it is a candidate and the inverse depth within ``radius`` of it
-    spans more than ``jump`` times its own. It is then tested on ``n_planes`` fronto-parallel
-    planes evenly spaced in inverse depth from 2 % beyond the farthest to 2 % beyond the nearest
-    depth around it; each source is sampled on the window warped by the plane's local affine map
-    (exact up to the window's perspective distortion), ZNCC is weighted as above, the best
-    ``top_k`` sources are averaged, and a parabola refines the winning plane.
+    A pixel is tested when it is a candidate and the inverse depth within ``radius`` of it spans
+    more than ``jump`` times its own: on its own depth and on ``n_planes`` fronto-parallel planes
+    evenly spaced in inverse depth over that span (widened by 2 % of its own inverse depth on
+    either side); each source is sampled on the window warped by the plane's local affine map
+    (exact up to the window's perspective distortion), ZNCC is weighted as above and the best
+    ``top_k`` sources are averaged. The pixel moves to the best plane (refined by a parabola)
+    only when that plane matches better than its own depth; a pixel whose weighted window has
+    less intensity deviation than ``min_texture``, or that no source sees, keeps its depth.
 
     Args:
         depth: ``(H, W)`` swept depth at working resolution (0 = none).
@@ -491,18 +494,22 @@ def refine_depth_edges(
         T_src_ref: ``(S, 4, 4)`` reference camera -> source camera.
 
     Returns:
-        ``(depth, refined)``: the new depth and the ``bool (H, W)`` mask of re-decided pixels.
+        ``(depth, refined, cost)``: the new depth, the ``bool (H, W)`` mask of pixels that moved
+        and ``1 - ZNCC`` of their new depth (``float32 (H, W)``, 2 elsewhere).
     """
+    if n_planes < 3:
+        raise ValueError(f"n_planes must be >= 3, got {n_planes}")
     H, W = depth.shape
     has = depth > 0
     inv = torch.where(has, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
     inv_hi = _max_filter(torch.where(has, inv, torch.full_like(inv, -1.0)), radius)
     inv_lo = -_max_filter(torch.where(has, -inv, torch.full_like(inv, -1e9)), radius)
-    refined = candidates & has & (inv_hi - inv_lo > jump * inv)
-    ys, xs = torch.nonzero(refined, as_tuple=True)
+    tested = candidates & has & (inv_hi - inv_lo > jump * inv)
+    ys, xs = torch.nonzero(tested, as_tuple=True)
     R, S = len(ys), len(src_gray)
+    cost_out = torch.full((H, W), 2.0)
     if R == 0 or S == 0:
-        return depth, refined & False
+        return depth.clone(), torch.zeros_like(tested), cost_out
     # Window taps: a disc (the corners of the square carry little weight and cost as much).
     o = torch.arange(-radius, radius + 1, dtype=torch.float32)
     oy, ox = torch.meshgrid(o, o, indexing="ij")
@@ -533,9 +540,10 @@ def refine_depth_edges(
     grid = torch.empty((S, R, len(oy), 2))
     src4 = src_gray[:, None]
     k = min(top_k, S)
-    scores = torch.empty((n_planes, R))
-    for j in range(n_planes):
-        p = A + (lo + (hi - lo) * (j / (n_planes - 1)))[None, None, :, None] * b
+    scores = torch.empty((n_planes + 1, R))
+    for j in range(n_planes + 1):  # the planes, then the pixel's own depth
+        inv_j = lo + (hi - lo) * (j / (n_planes - 1)) if j < n_planes else inv[ys, xs]
+        p = A + inv_j[None, None, :, None] * b
         front = p[0, ..., 2] > 1e-6
         z = torch.where(p[..., 2] > 1e-6, p[..., 2], torch.ones_like(p[..., 2]))
         u, v = p[..., 0] / z, p[..., 1] / z  # (3, S, R)
@@ -550,6 +558,8 @@ def refine_depth_edges(
         var = torch.bmm((val * val).transpose(0, 1), w[..., None])[..., 0].T - mean * mean
         zncc = torch.where(seen, cov / torch.sqrt(var_ref[None] * var.clamp_min(0) + 1e-9), UNSEEN_ZNCC)
         scores[j] = zncc.topk(k, 0).values.mean(0) if k < S else zncc.mean(0)
+    own = scores[n_planes]
+    scores = scores[:n_planes]
     # Parabola through the best plane and its neighbours (clamped to half a plane step).
     best, jb = scores.max(0)
     sm = scores.gather(0, (jb - 1).clamp(0, n_planes - 1)[None])[0]
@@ -557,6 +567,11 @@ def refine_depth_edges(
     den = sm - 2 * best + sp
     inner = (den < -1e-6) & (jb > 0) & (jb < n_planes - 1)
     off = torch.where(inner, 0.5 * (sm - sp) / torch.where(inner, den, -torch.ones_like(den)), 0.0).clamp(-0.5, 0.5)
+    move = (best > own) & (best > UNSEEN_ZNCC) & (var_ref >= min_texture**2)
+    ys, xs = ys[move], xs[move]
     out = depth.clone()
-    out[ys, xs] = 1.0 / (lo + (hi - lo) * (jb.float() + off) / (n_planes - 1))
-    return out, refined
+    out[ys, xs] = 1.0 / (lo + (hi - lo) * (jb.float() + off) / (n_planes - 1))[move]
+    cost_out[ys, xs] = 1.0 - best[move]
+    refined = torch.zeros_like(tested)
+    refined[ys, xs] = True
+    return out, refined, cost_out

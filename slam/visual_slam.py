@@ -1021,6 +1021,7 @@ class VisualSlam:
         y0, y1, x0, x1 = sw.box
         e["swept_fraction"] = round((y1 - y0) * (x1 - x0) / (hs * ws), 3)
         fb = self._fallback_sources(k, srcs, usable)
+        refinable = torch.ones((hs, ws), dtype=torch.bool)
         if fb:
             # Pixels the regular sources leave with fewer than top_k views (image borders).
             short_t = _place(sw.n_visible < min(cfg.mvs_top_k, len(srcs)), sw.box, hs, ws)
@@ -1039,6 +1040,7 @@ class VisualSlam:
                             fallback=np.arange(len(srcs) + len(fb)) >= len(srcs))
                 raw2, cost2, good2 = place(sw2)
                 # sw2's box (dilated, snapped outwards) holds every pixel of `short`.
+                refinable = ~short_t  # swept with the fallback sources, which the refinement lacks
                 raw = torch.where(short_t, raw2, raw)
                 cost = torch.where(short_t, cost2, cost)
                 good = torch.where(short_t, good2, good)
@@ -1046,15 +1048,19 @@ class VisualSlam:
                 e["fallback_fraction"] = round(short_frac, 3)
         if cfg.mvs_edge_radius > 0:
             # Depth edges of new content get their own support (the memory already holds the rest).
-            cand = good if mem_small is None else good & torch.from_numpy(mem_small <= 0)
-            as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
-            ref_rgb = F.interpolate(as_t(frames[k] / np.float32(255)).permute(2, 0, 1)[None], size=(hs, ws),
-                                    mode="area")[0].permute(1, 2, 0)
-            raw, edges = refine_depth_edges(
-                raw, cand, F.interpolate(as_t(gray[k])[None, None], size=(hs, ws), mode="area")[0, 0], ref_rgb,
-                F.interpolate(as_t(src_gray)[:, None], size=(hs, ws), mode="area")[:, 0], scale_K(K, ws / W),
-                T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump, n_planes=cfg.mvs_edge_planes,
-                colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
+            cand = good & refinable
+            if mem_small is not None:
+                cand &= torch.from_numpy(mem_small <= 0)
+
+            def working(a: np.ndarray) -> torch.Tensor:  # (..., H, W) -> (..., hs, ws), area
+                t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
+                return F.interpolate(t.reshape(-1, 1, H, W), size=(hs, ws), mode="area").reshape(a.shape[:-2] + (hs, ws))
+
+            raw, edges, _ = refine_depth_edges(
+                raw, cand, working(gray[k]), working(frames[k].transpose(2, 0, 1) / np.float32(255)).permute(1, 2, 0),
+                working(src_gray), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
+                n_planes=cfg.mvs_edge_planes, colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
+                min_texture=cfg.mvs_min_texture,
             )
             e["edge_refined_fraction"] = round(float(edges.float().mean()), 3)
         entry.update(raw=raw, good=good, cost=cost)
