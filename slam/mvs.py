@@ -43,6 +43,7 @@ __all__ = [
     "consistency_count",
     "neighbour_support",
     "refine_depth_edges",
+    "resize_area",
     "resize_depth",
 ]
 
@@ -103,6 +104,12 @@ def normalize_local(img: torch.Tensor, window: int, eps: float = 1e-3) -> tuple[
     var = (_box(img * img, window) - mu * mu).clamp_min(0)
     sd = var.sqrt()
     return (img - mu) / (sd + eps), sd
+
+
+def resize_area(a: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """Area downsampling of ``(..., H, W)`` images to ``float32 (..., h, w)`` (each channel alone)."""
+    t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
+    return F.interpolate(t.reshape(-1, 1, *t.shape[-2:]), size=(h, w), mode="area").reshape(*t.shape[:-2], h, w)
 
 
 def _rays(K: np.ndarray, H: int, W: int) -> torch.Tensor:
@@ -273,9 +280,9 @@ def sweep_coarse_to_fine(
 
     def at(scale_):
         h, w = int(round(H * scale_)), int(round(W * scale_))
-        s = F.interpolate(torch.from_numpy(np.ascontiguousarray(src_gray))[:, None], size=(h, w), mode="area")[:, 0]
+        s = resize_area(src_gray, h, w)
         Ks_ = scale_K(K, w / W)
-        r = F.interpolate(torch.from_numpy(np.ascontiguousarray(ref_gray))[None, None], size=(h, w), mode="area")[0, 0]
+        r = resize_area(ref_gray, h, w)
         cy0, cy1, cx0, cx1 = (int(round(v * scale_)) for v in (y0, y1, x0, x1))
         r = r[cy0:cy1, cx0:cx1]
         Kr = Ks_.copy()
@@ -432,8 +439,8 @@ def cost_at_depth(
     """
     H, W = ref_gray.shape
     h, w = depth.shape
-    s = F.interpolate(torch.from_numpy(np.ascontiguousarray(src_gray))[:, None], size=(h, w), mode="area")[:, 0]
-    r = F.interpolate(torch.from_numpy(np.ascontiguousarray(ref_gray))[None, None], size=(h, w), mode="area")[0, 0]
+    s = resize_area(src_gray, h, w)
+    r = resize_area(ref_gray, h, w)
     Kw = scale_K(K, w / W)
     rn, rsd = normalize_local(r, window)
     sn, _ = normalize_local(s, window)
@@ -467,7 +474,7 @@ def refine_depth_edges(
     distance_scale: float = 4.0,
     top_k: int = 2,
     min_texture: float = 0.01,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Re-decide the depth of pixels next to depth jumps with colour-weighted ZNCC.
 
     A window that straddles a depth edge is matched by the side with the stronger texture, so the
@@ -494,8 +501,7 @@ def refine_depth_edges(
         T_src_ref: ``(S, 4, 4)`` reference camera -> source camera.
 
     Returns:
-        ``(depth, refined, cost)``: the new depth, the ``bool (H, W)`` mask of pixels that moved
-        and ``1 - ZNCC`` of their new depth (``float32 (H, W)``, 2 elsewhere).
+        ``(depth, refined)``: the new depth and the ``bool (H, W)`` mask of pixels that moved.
     """
     if n_planes < 3:
         raise ValueError(f"n_planes must be >= 3, got {n_planes}")
@@ -507,9 +513,8 @@ def refine_depth_edges(
     tested = candidates & has & (inv_hi - inv_lo > jump * inv)
     ys, xs = torch.nonzero(tested, as_tuple=True)
     R, S = len(ys), len(src_gray)
-    cost_out = torch.full((H, W), 2.0)
     if R == 0 or S == 0:
-        return depth.clone(), torch.zeros_like(tested), cost_out
+        return depth.clone(), torch.zeros_like(tested)
     # Window taps: a disc (the corners of the square carry little weight and cost as much).
     o = torch.arange(-radius, radius + 1, dtype=torch.float32)
     oy, ox = torch.meshgrid(o, o, indexing="ij")
@@ -571,7 +576,6 @@ def refine_depth_edges(
     ys, xs = ys[move], xs[move]
     out = depth.clone()
     out[ys, xs] = 1.0 / (lo + (hi - lo) * (jb.float() + off) / (n_planes - 1))[move]
-    cost_out[ys, xs] = 1.0 - best[move]
     refined = torch.zeros_like(tested)
     refined[ys, xs] = True
-    return out, refined, cost_out
+    return out, refined

@@ -45,7 +45,14 @@ from scipy import ndimage
 from slam.bundle import BaProblem, bundle_adjust
 from slam.config import SlamConfig
 from slam.features import extract_sift, to_gray
-from slam.mvs import consistency_count, cost_at_depth, neighbour_support, refine_depth_edges, sweep_coarse_to_fine
+from slam.mvs import (
+    consistency_count,
+    cost_at_depth,
+    neighbour_support,
+    refine_depth_edges,
+    resize_area,
+    sweep_coarse_to_fine,
+)
 from slam.photometric import align_to_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
 from spatia_py.conditioning import fill_enclosed_holes
@@ -1051,14 +1058,10 @@ class VisualSlam:
             cand = good & refinable
             if mem_small is not None:
                 cand &= torch.from_numpy(mem_small <= 0)
-
-            def working(a: np.ndarray) -> torch.Tensor:  # (..., H, W) -> (..., hs, ws), area
-                t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
-                return F.interpolate(t.reshape(-1, 1, H, W), size=(hs, ws), mode="area").reshape(a.shape[:-2] + (hs, ws))
-
-            raw, edges, _ = refine_depth_edges(
-                raw, cand, working(gray[k]), working(frames[k].transpose(2, 0, 1) / np.float32(255)).permute(1, 2, 0),
-                working(src_gray), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
+            raw, edges = refine_depth_edges(
+                raw, cand, resize_area(gray[k], hs, ws),
+                resize_area(frames[k].transpose(2, 0, 1) / np.float32(255), hs, ws).permute(1, 2, 0),
+                resize_area(src_gray, hs, ws), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
                 n_planes=cfg.mvs_edge_planes, colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
                 min_texture=cfg.mvs_min_texture,
             )

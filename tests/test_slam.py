@@ -286,7 +286,7 @@ def test_edge_refinement_stops_a_textured_surface_fattening():
 
     images = (area(to_gray(ref_rgb)[None, None])[0, 0], area(ref_rgb.transpose(2, 0, 1)[None] / 255.0)[0].permute(1, 2, 0),
               area(src[:, None])[:, 0], Ks, T)
-    new, refined, _ = refine_depth_edges(sw.depth, sw.depth > 0, *images)
+    new, refined = refine_depth_edges(sw.depth, sw.depth > 0, *images)
     wrong_before = int((np.abs(sw.depth.numpy() / truth - 1) > 0.05).sum())
     wrong_after = int((np.abs(new.numpy() / truth - 1) > 0.05).sum())
     assert wrong_before > 300, wrong_before  # the sweep does fatten here
@@ -300,11 +300,11 @@ def test_edge_refinement_stops_a_textured_surface_fattening():
     # ... and only candidates.
     left = torch.zeros((h, w), dtype=torch.bool)
     left[:, : w // 2] = True
-    new_l, refined_l, _ = refine_depth_edges(sw.depth, left & (sw.depth > 0), *images)
+    new_l, refined_l = refine_depth_edges(sw.depth, left & (sw.depth > 0), *images)
     assert refined_l.any() and not refined_l[:, w // 2 :].any()
     assert torch.equal(new_l[:, w // 2 :], sw.depth[:, w // 2 :])
     # Far from any jump (a flat wall) nothing is refined.
-    flat, none, _ = refine_depth_edges(torch.full((h, w), 3.0), torch.ones((h, w), dtype=torch.bool), *images)
+    flat, none = refine_depth_edges(torch.full((h, w), 3.0), torch.ones((h, w), dtype=torch.bool), *images)
     assert not none.any() and torch.equal(flat, torch.full((h, w), 3.0))
 
 
