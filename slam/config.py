@@ -142,7 +142,7 @@ class SlamConfig:
     working pixels spans more than ``mvs_edge_jump`` of their own, are swept again with
     colour-weighted ZNCC over a disc of this radius, which stops the textured side of a depth
     edge from "fattening" over the other. With 3: loop (``configs/loop.yaml``) revisit PSNR seeds
-    1 / 2 / 3 25.26 / 23.10 / 25.11 -> 27.23 / 23.89 / 25.48 dB, but ``slam-eval.yaml`` 254-259 ms
+    1 / 2 / 3 25.26 / 23.10 / 25.11 -> 26.98 / 23.75 / 25.82 dB, but ``slam-eval.yaml`` 254-259 ms
     per frame against the 250 ms bar (the depth stage +11-12 ms per frame against 78 ms for the
     default in the same hour, when the default itself took 257 ms per frame), so it is off."""
     mvs_edge_jump: float = 0.15
