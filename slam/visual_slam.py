@@ -24,6 +24,9 @@ Stages of :meth:`VisualSlam.process` (each timed into ``SlamResult.timings_s``; 
    whose low-passed colour it cannot explain are dynamic, and where it is blind the frame is
    compared with its neighbours warped through the static depth (memory, else the nearest).
 
+Per-keyframe and per-frame work of stages 4 and 5 (sweeps, consistency, hole filling, transient
+labels, masks) runs on ``slam.workers`` threads; results do not depend on their number.
+
 A frame that nothing can place is reported with ``tracked=False`` and its reason in
 ``info["failures"]``; its pose is the commanded one only as a placeholder, and it is never fused.
 
@@ -34,7 +37,9 @@ never kept), used as extra stereo sources for the first keyframes of the next cl
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -88,6 +93,28 @@ def _torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(prev)
+
+
+class _Workers:
+    """Threads for independent tasks: ``map`` returns results in input order and re-raises a task's
+    exception. Serial with one worker or one task; the pool is re-made after a fork."""
+
+    def __init__(self, n: int) -> None:
+        if n <= 0:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            n = min(4, cpus)
+        self.n = n
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def map(self, fn, items) -> list:
+        items = list(items)
+        if self.n <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        if self._pool is None or self._pid != os.getpid():
+            self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
+            self._pid = os.getpid()
+        return list(self._pool.map(fn, items))
 
 
 def _average_rotation(Rs: np.ndarray) -> np.ndarray:
@@ -189,6 +216,7 @@ class VisualSlam:
         self.voxel_size = float(voxel_size)
         self._history: list[tuple[np.ndarray, np.ndarray]] = []
         """Last frames of the previous clip: ``(gray float32 (H, W), T_world_cam (4, 4))``."""
+        self._workers = _Workers(cfg.workers)
 
     # ------------------------------------------------------------------------------------------
     # public API
@@ -837,20 +865,26 @@ class VisualSlam:
         Ks = scale_K(K, ws / W)
         per_kf = {}
         kf_info = []
-        for k in keyframes:
-            d, e = self._sweep_keyframe(k, gray, frames, K, T_est, tracked, mem_xyz, mem_rgb, hs, ws)
+
+        def sweep(k, region=None):
+            return self._sweep_keyframe(k, gray, frames, K, T_est, tracked, mem_xyz, mem_rgb, hs, ws, region=region)
+
+        for k, (d, e) in zip(keyframes, self._workers.map(sweep, keyframes), strict=True):
             kf_info.append(e)
             if d is not None:
                 per_kf[k] = d
-        for c, region, of in self._confirming_keyframes(per_kf, keyframes, Ks, T_est, tracked, hs, ws, W / ws):
-            d, e = self._sweep_keyframe(c, gray, frames, K, T_est, tracked, mem_xyz, mem_rgb, hs, ws, region=region)
+        confirming = self._confirming_keyframes(per_kf, keyframes, Ks, T_est, tracked, hs, ws, W / ws)
+        swept = self._workers.map(lambda t: sweep(t[0], t[1]), confirming)
+        for (c, _, of), (d, e) in zip(confirming, swept, strict=True):
             e["confirms"] = int(of)
             kf_info.append(e)
             if d is not None:
                 per_kf[c] = d
+
         # Geometric consistency: a depth is confirmed when another keyframe's sweep or the memory
         # agrees with it; confirmed pixels then vouch for agreeing neighbours on the same surface.
-        for k, d in per_kf.items():
+        def finish(k):
+            d = per_kf[k]
             dk = torch.where(d["good"], d["raw"], torch.zeros_like(d["raw"]))
             others = [(per_kf[j]["raw"], invert_pose(T_est[j]) @ T_est[k]) for j in per_kf if j != k]
             if d["mem_small"] is not None:
@@ -887,6 +921,7 @@ class VisualSlam:
                 cfull = np.where(use_mem, np.maximum(cfull, 0.8), cfull)
             depth_out[k] = full.astype(np.float32)
             conf_out[k] = np.where(full > 0, cfull, 0.0).astype(np.float32)
+        self._workers.map(finish, list(per_kf))
         for e in kf_info:
             k = e["keyframe"]
             if k in per_kf:
@@ -1078,13 +1113,11 @@ class VisualSlam:
         N, H, W = gray.shape
         s = self._mvs_scales(W)[0]
         hs, ws = int(round(H * s)), int(round(W * s))
-        filled_frac = {}
-        for k in keyframes:
-            if not tracked[k]:
-                continue
+
+        def fill(k) -> float | None:
             dk = _resize_nearest(depth_out[k], hs, ws)
             if not (dk > 0).any():
-                continue
+                return None
             # Never fill a hole that touches a dynamic region: an actor's mask rarely covers all of
             # it, and a fill across it would fuse the rest of the actor into the static memory.
             dyn_s = ndimage.binary_dilation(_resize_nearest(dyn[k].astype(np.float32), hs, ws) > 0, iterations=4)
@@ -1097,7 +1130,7 @@ class VisualSlam:
             )
             new = (df > 0) & (dk <= 0) & ~blocked
             if not new.any():
-                continue
+                return None
             stack = self._source_stack(k, self._sources(k, N, tracked, T_est), gray, T_est)
             if stack is not None:
                 src_gray, T_src_ref = stack
@@ -1113,7 +1146,10 @@ class VisualSlam:
             put = (full > 0) & (depth_out[k] <= 0) & ~dyn[k]
             depth_out[k][put] = full[put]
             conf_out[k][put] = cfg.depth_fill_confidence
-            filled_frac[int(k)] = round(float(put.mean()), 4)
+            return round(float(put.mean()), 4)
+
+        kfs = [k for k in keyframes if tracked[k]]
+        filled_frac = {int(k): f for k, f in zip(kfs, self._workers.map(fill, kfs), strict=True) if f is not None}
         info["depth_fill_fraction"] = filled_frac
 
     # ------------------------------------------------------------------------------------------
@@ -1151,9 +1187,8 @@ class VisualSlam:
         gu, gv = np.meshgrid(np.arange(ws), np.arange(hs))
         rays = np.stack([gu, gv, np.ones((hs, ws))], -1) @ np.linalg.inv(Ks).T
         tol = cfg.dynamic_depth_rel
-        transient = {}
-        pts, cols, radii = [], [], []
-        for k in keyframes:
+
+        def label(k):
             d = dsm[k]
             valid = d > 0
             Xc = rays * d[..., None]
@@ -1187,21 +1222,23 @@ class VisualSlam:
                 violate += valid & (mds > 0) & (d < mds * (1 - 2 * tol))  # in front of the known surface
             # Isolated labels are depth noise; transient surfaces come in blobs.
             tr = ndimage.binary_opening(valid & (agree == 0) & ((violate >= 1) | (seen >= 2)), iterations=1)
-            transient[k] = tr
             keep = valid & ~tr
-            pts.append(Xw[keep].astype(np.float32))
-            cols.append((small[k][keep] * 255).round().astype(np.uint8))
             # Splats about one working-resolution pixel wide at the point's depth.
-            radii.append((0.75 * d[keep] / Ks[0, 0]).astype(np.float32))
+            return (tr, Xw[keep].astype(np.float32), (small[k][keep] * 255).round().astype(np.uint8),
+                    (0.75 * d[keep] / Ks[0, 0]).astype(np.float32))
+
+        labelled = self._workers.map(label, keyframes)
+        transient = {k: r[0] for k, r in zip(keyframes, labelled, strict=True)}
+        pts, cols, radii = [r[1] for r in labelled], [r[2] for r in labelled], [r[3] for r in labelled]
         info["transient_keyframe_fraction"] = {int(k): round(float(transient[k].mean()), 4) for k in keyframes}
         xyz = np.concatenate(pts) if pts else np.zeros((0, 3), np.float32)
         rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.uint8)
         radius = np.concatenate(radii) if radii else None
-        frac = []
         tracked_idx = np.nonzero(tracked)[0]
         # Per-frame work at the working resolution: actors are large blobs; masks are upsampled.
         win = max(3, (cfg.dynamic_window // 2) | 1)
-        for i in tracked_idx:
+
+        def frame_mask(i):
             T_cw = invert_pose(T_est[i])
             ref = np.zeros((hs, ws, 3), np.uint8)
             ref_depth = np.zeros((hs, ws), np.float32)
@@ -1224,8 +1261,9 @@ class VisualSlam:
             if i in transient:
                 m |= transient[i]
             dyn[i] = _upsample_mask(self._clean_mask(m, ws / W), H, W)
-            frac.append(round(float(dyn[i].mean()), 4))
-        info["dynamic_fraction"] = frac
+
+        self._workers.map(frame_mask, tracked_idx)
+        info["dynamic_fraction"] = [round(float(dyn[i].mean()), 4) for i in tracked_idx]
         return dyn
 
     def _warp_residual_mask(

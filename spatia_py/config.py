@@ -306,6 +306,7 @@ def validate_config(cfg: RunConfig) -> None:
          "only with generator.procedural.hand_over_depth=true; set that or use slam.depth_source=pixels")
     need(cfg.slam.mvs_edge_radius >= 0, f"slam.mvs_edge_radius must be >= 0 (0 turns edge refinement off), "
          f"got {cfg.slam.mvs_edge_radius}")
+    need(cfg.slam.workers >= 0, f"slam.workers must be >= 0 (0 = one per CPU core, 1 = serial), got {cfg.slam.workers}")
     need(cfg.slam.mvs_edge_planes >= 3, f"slam.mvs_edge_planes must be >= 3, got {cfg.slam.mvs_edge_planes}")
     need(cfg.slam.mvs_edge_jump > 0 and cfg.slam.mvs_edge_colour_scale > 0,
          f"slam.mvs_edge_jump and slam.mvs_edge_colour_scale must be > 0, got {cfg.slam.mvs_edge_jump} and "
