@@ -142,15 +142,14 @@ class SlamConfig:
     mvs_average_views: bool = True
     """A keyframe depth confirmed by other views (keyframes, memory) is replaced by its mean with
     the depths they imply for it: independent sweeps err independently, so averaging lowers noise."""
-    mvs_edge_radius: int = 0
-    """Depth-edge refinement (``slam.mvs.refine_depth_edges``; 0 = off, 3 recommended for
-    quality): swept pixels the memory does not cover, whose inverse depth within this many
-    working pixels spans more than ``mvs_edge_jump`` of their own, are swept again with
-    colour-weighted ZNCC over a disc of this radius, which stops the textured side of a depth
-    edge from "fattening" over the other. With 3: loop (``configs/loop.yaml``) revisit PSNR seeds
-    1 / 2 / 3 25.26 / 23.10 / 25.11 -> 26.98 / 23.75 / 25.82 dB, but ``slam-eval.yaml`` 254-259 ms
-    per frame against the 250 ms bar (the depth stage +11-12 ms per frame against 78 ms for the
-    default in the same hour, when the default itself took 257 ms per frame), so it is off."""
+    mvs_edge_radius: int = 3
+    """Depth-edge refinement (``slam.mvs.refine_depth_edges``; 0 = off): swept pixels the memory
+    does not cover, whose inverse depth within this many working pixels spans more than
+    ``mvs_edge_jump`` of their own, are swept again with colour-weighted ZNCC over a disc of this
+    radius, which stops the textured side of a depth edge from "fattening" over the other.
+    Measured against 0 (``configs/loop.yaml`` seeds 1 / 2 / 3): revisit PSNR 25.26 / 23.10 / 25.11
+    -> 26.98 / 23.75 / 25.82 dB; ``slam-eval.yaml`` costs +12 ms per frame in the depth stage
+    (205 -> 217 ms per frame in the same hour, with ``workers`` threads)."""
     mvs_edge_jump: float = 0.15
     """Relative inverse-depth span around a pixel that marks it as next to a depth edge."""
     mvs_edge_planes: int = 6
