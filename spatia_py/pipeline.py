@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +192,9 @@ class RoundLoop:
         self.memory_points: list[int] = []
         self._generator = None
         self._slam = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        """The checkpoint of the last round while it is written (see :meth:`wait_checkpoint`)."""
 
     # setup -------------------------------------------------------------------------------------
     def _check_fresh(self) -> None:
@@ -358,18 +362,35 @@ class RoundLoop:
                           ground_truth=clip.ground_truth if cfg.eval.ground_truth_metrics else None,
                           timings_s=timings, memory_stats=stats)
 
-        # 5. Checkpoint: memory version first, then the round folder rename commits the round.
-        self.memory.save(self.run_dir.memory_version_path(r))
-        final = self.run_dir.write_round(rec, fps=self.path.fps)
-        np.savez_compressed(final / "visibility.npz", **vis_index.to_arrays())
+        # 5. Checkpoint, written on a background thread while the next round runs (compression and
+        # video encoding are a fifth of a run's wall time): the memory version first, then the
+        # round folder rename commits the round, then cameras.json. At most one round is in
+        # flight, and it holds its own copy of the memory.
         self._add_record(rec)
         self.memory_points.append(len(self.memory))
-        self._write_cameras()
+        self.wait_checkpoint()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = self._writer.submit(self._checkpoint, rec, self.memory.copy(), vis_index.to_arrays(),
+                                            self._camera_entries())
         if self.logger is not None:
             self.logger.log_round(rec, self.memory, previous, None)
         return rec
 
-    def _write_cameras(self) -> None:
+    def _checkpoint(self, rec: RoundRecord, memory: SpatialMemory, visibility: dict, cameras: list[dict]) -> None:
+        memory.save(self.run_dir.memory_version_path(rec.round_index))
+        self.run_dir.write_round(rec, fps=self.path.fps, extra_npz={"visibility.npz": visibility})
+        atomic_write_json(self.run_dir.cameras_path, {"fps": self.path.fps, "slam": self.cfg.slam.mode,
+                                                      "cameras": cameras})
+
+    def wait_checkpoint(self) -> None:
+        """Block until the last round's checkpoint is on disk; re-raises its error (e.g. a full disk)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _camera_entries(self) -> list[dict]:
+        """``cameras.json`` entries of every round so far (commanded and estimated poses)."""
         entries = []
         for rec in self.records:
             kf = set(rec.slam.keyframes)
@@ -382,8 +403,7 @@ class RoundLoop:
                 d["tracking_quality"] = float(rec.slam.tracking_quality[k])
                 d["keyframe"] = k in kf
                 entries.append(d)
-        atomic_write_json(self.run_dir.cameras_path, {"fps": self.path.fps, "slam": self.cfg.slam.mode,
-                                                      "cameras": entries})
+        return entries
 
     # whole run ---------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -422,14 +442,33 @@ class RoundLoop:
                                         f"gen {t.get('generate', 0):.1f}s slam {t.get('slam', 0):.1f}s "
                                         f"fuse {t.get('fuse', 0):.1f}s")
                     bar.update(1)
+        except BaseException:
+            self._close_writer(quiet=True)  # the rounds before the failed one stay committed
+            raise
         finally:
             if bar is not None:
                 bar.close()
+        self._close_writer()
         return self.finish()
+
+    def _close_writer(self, quiet: bool = False) -> None:
+        """Wait for the checkpoint in flight and stop the writer thread. ``quiet``: another error is
+        on its way, so a write error is logged instead of raised."""
+        try:
+            self.wait_checkpoint()
+        except Exception:
+            if not quiet:
+                raise
+            log.error("the last round's checkpoint could not be written either", exc_info=True)
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
     def finish(self) -> dict:
         from render.video import write_video
 
+        self.wait_checkpoint()
         rd = self.run_dir
         frames = np.concatenate([r.frames for r in self.records])
         write_video(rd.root / "walkthrough.mp4", frames, self.path.fps)

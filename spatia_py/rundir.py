@@ -202,12 +202,18 @@ class RunDir:
         return removed
 
     # rounds ----------------------------------------------------------------------------------
-    def write_round(self, rec: RoundRecord, *, fps: float = 24.0, videos: bool = True) -> Path:
-        """Write a round to ``rounds/.rNNN.tmp`` and rename it into place (the commit point)."""
+    def write_round(self, rec: RoundRecord, *, fps: float = 24.0, videos: bool = True,
+                    extra_npz: dict[str, dict] | None = None) -> Path:
+        """Write a round to ``rounds/.rNNN.tmp`` and rename it into place (the commit point).
+
+        ``extra_npz``: more files of the round, ``{file name: {array name: array}}`` (the round
+        loop's ``visibility.npz``), committed with it."""
         final = self.round_dir(rec.round_index)
         tmp = self.rounds_dir / f".r{rec.round_index:03d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        for name, arrays in (extra_npz or {}).items():
+            np.savez_compressed(tmp / name, **arrays)
         np.savez_compressed(tmp / "frames.npz", frames=rec.frames)
         if rec.conditioning is not None:
             c = rec.conditioning

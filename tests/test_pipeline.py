@@ -125,6 +125,27 @@ def test_resume_after_interruption_mid_round(tmp_path, monkeypatch):
     assert ref["memory_points_per_round"] == m["memory_points_per_round"]
 
 
+def test_checkpoint_write_error_is_raised(tmp_path, monkeypatch):
+    # Checkpoints are written on a background thread while the next round runs: a failed write
+    # (a full disk) must still stop the run with its error, and earlier rounds stay committed.
+    out = tmp_path / "run"
+    loop = RoundLoop(tiny_config("slam=oracle", "path.n_frames=24"), out, progress=False)
+    real_write = RunDir.write_round
+
+    def failing_write(self, rec, **kw):
+        if rec.round_index == 1:
+            raise OSError(28, "No space left on device")
+        return real_write(self, rec, **kw)
+
+    monkeypatch.setattr(RunDir, "write_round", failing_write)
+    with pytest.raises(OSError, match="No space left"):
+        loop.run()
+    assert RunDir(out).completed_rounds() == [0]
+    assert (out / "rounds" / "r000" / "visibility.npz").is_file()
+    assert not (out / "metrics.json").exists()
+    assert len(json.loads((out / "cameras.json").read_text())["cameras"]) == 8  # round 0 only
+
+
 def test_render_command(tmp_path):
     out = tmp_path / "run"
     RoundLoop(tiny_config("slam=oracle"), out, progress=False).run()
