@@ -313,7 +313,9 @@ class RoundLoop:
         if clip.frames.shape[0] != len(cams):
             raise PipelineError(f"generator returned {clip.frames.shape[0]} frames for {len(cams)} cameras")
 
-        # 3. SLAM: poses, depth and dynamic masks from the pixels (or the explicit oracle).
+        # 3. SLAM: poses, depth and dynamic masks from the pixels (or the explicit oracle). The last
+        # round's checkpoint, written during rendering and generation, must not compete with its threads.
+        self.wait_checkpoint()
         with timer("slam"):
             if cfg.slam.mode == "oracle":
                 result = oracle_slam(clip)
@@ -362,10 +364,10 @@ class RoundLoop:
                           ground_truth=clip.ground_truth if cfg.eval.ground_truth_metrics else None,
                           timings_s=timings, memory_stats=stats)
 
-        # 5. Checkpoint, written on a background thread while the next round runs (compression and
-        # video encoding are a fifth of a run's wall time): the memory version first, then the
-        # round folder rename commits the round, then cameras.json. At most one round is in
-        # flight, and it holds its own copy of the memory.
+        # 5. Checkpoint, written on a background thread while the next round renders and generates
+        # (compression and video encoding were a fifth of a run's wall time): the memory version
+        # first, then the round folder rename commits the round, then cameras.json. At most one
+        # round is in flight, with its own copy of the memory.
         self._add_record(rec)
         self.memory_points.append(len(self.memory))
         self.wait_checkpoint()
