@@ -19,10 +19,11 @@ class SlamConfig:
     0.12 s CPU / 0.23 s wall per plane sweep with 1 thread vs 0.38 s / 0.63 s with 2 under load."""
     workers: int = 0
     """Python threads for independent per-keyframe and per-frame work (keyframe sweeps, their
-    consistency checks, transient labels and per-frame dynamic masks); torch, NumPy and SciPy
-    release the GIL in that work, so one whole task per core beats intra-op threads (see
-    ``torch_threads``). ``0``: one per available CPU core, at most 4; ``1``: serial. Results do not
-    depend on it (each task is deterministic and results are gathered in order)."""
+    consistency checks, hole filling, transient labels and per-frame dynamic masks); torch, NumPy
+    and SciPy release the GIL in that work, so one whole task per core beats intra-op threads.
+    Each worker uses ``torch_threads`` torch threads (so up to ``workers * torch_threads`` cores).
+    ``0``: one per available CPU core, at most 4; ``1``: serial. Results do not depend on it (each
+    task is deterministic and results are gathered in order)."""
 
     # ---- tracking against the memory (dense photometric alignment) --------------------------
     render_radius_scale: float = 0.5
@@ -143,13 +144,13 @@ class SlamConfig:
     """A keyframe depth confirmed by other views (keyframes, memory) is replaced by its mean with
     the depths they imply for it: independent sweeps err independently, so averaging lowers noise."""
     mvs_edge_radius: int = 3
-    """Depth-edge refinement (``slam.mvs.refine_depth_edges``; 0 = off): swept pixels the memory
-    does not cover, whose inverse depth within this many working pixels spans more than
-    ``mvs_edge_jump`` of their own, are swept again with colour-weighted ZNCC over a disc of this
+    """Depth-edge refinement (``slam.mvs.refine_depth_edges``; 0 = off, the default before
+    2026-11-21, which runs saved then keep on resume): swept pixels the memory does not cover,
+    whose inverse depth within this many working pixels spans more than ``mvs_edge_jump`` of their own, are swept again with colour-weighted ZNCC over a disc of this
     radius, which stops the textured side of a depth edge from "fattening" over the other.
     Measured against 0 (``configs/loop.yaml`` seeds 1 / 2 / 3): revisit PSNR 25.26 / 23.10 / 25.11
     -> 26.98 / 23.75 / 25.82 dB; ``slam-eval.yaml`` costs +12 ms per frame in the depth stage
-    (205 -> 217 ms per frame in the same hour, with ``workers`` threads)."""
+    (205 -> 217 ms per frame in the same hour, with the default ``workers``: 2 on 2 cores)."""
     mvs_edge_jump: float = 0.15
     """Relative inverse-depth span around a pixel that marks it as next to a depth edge."""
     mvs_edge_planes: int = 6

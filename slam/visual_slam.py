@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numpy as np
@@ -114,7 +114,21 @@ class _Workers:
         if self._pool is None or self._pid != os.getpid():
             self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
             self._pid = os.getpid()
-        return list(self._pool.map(fn, items))
+        n_torch = torch.get_num_threads()
+
+        def task(x):
+            torch.set_num_threads(n_torch)  # a pool thread keeps its own count: use the caller's
+            return fn(x)
+
+        futures = [self._pool.submit(task, x) for x in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            # No task outlives the call (they write into the caller's arrays).
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise
 
 
 def _average_rotation(Rs: np.ndarray) -> np.ndarray:

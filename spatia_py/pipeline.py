@@ -370,7 +370,7 @@ class RoundLoop:
         # round is in flight, with its own copy of the memory.
         self._add_record(rec)
         self.memory_points.append(len(self.memory))
-        self.wait_checkpoint()
+        self.wait_checkpoint()  # done before SLAM already; a guard for at most one in flight
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._pending = self._writer.submit(self._checkpoint, rec, self.memory.copy(), vis_index.to_arrays(),
@@ -387,9 +387,14 @@ class RoundLoop:
 
     def wait_checkpoint(self) -> None:
         """Block until the last round's checkpoint is on disk; re-raises its error (e.g. a full disk)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        pending = self._pending
+        if pending is None:
+            return
+        try:
             pending.result()
+        finally:
+            if pending.done():  # an interrupted wait (Ctrl-C) leaves it for _close_writer
+                self._pending = None
 
     def _camera_entries(self) -> list[dict]:
         """``cameras.json`` entries of every round so far (commanded and estimated poses)."""

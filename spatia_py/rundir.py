@@ -15,6 +15,7 @@ RUN/
     slam.json                 estimated T_world_cam, tracked, tracking_quality, keyframes, timings, info
     slam.npz                  depth float16 (N,H,W) (0 = unknown), depth_confidence float16
     masks.npz                 dynamic_masks bool (N,H,W)
+    visibility.npz            reference index of the round's tracked frames (memory cells each sees)
     ground_truth.npz          (procedural world only) T_world_cam, depth, static_depth, dynamic_masks,
                               actor_positions, actor_radii — evaluation only
   memory/v000.npz …           memory after each round (SpatialMemory.save)

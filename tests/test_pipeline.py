@@ -1,6 +1,7 @@
 """The round loop end to end at tiny resolution (like nerfstudio's 2-iteration train test)."""
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -125,25 +126,35 @@ def test_resume_after_interruption_mid_round(tmp_path, monkeypatch):
     assert ref["memory_points_per_round"] == m["memory_points_per_round"]
 
 
-def test_checkpoint_write_error_is_raised(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing_round", [1, 2])
+def test_checkpoint_write_error_is_raised(tmp_path, monkeypatch, failing_round):
     # Checkpoints are written on a background thread while the next round runs: a failed write
-    # (a full disk) must still stop the run with its error, and earlier rounds stay committed.
+    # (a full disk) must still stop the run with its error, whether a later round waits for it
+    # (round 1) or the end of the run does (round 2, the last); earlier rounds stay committed,
+    # and the run resumes from them.
     out = tmp_path / "run"
     loop = RoundLoop(tiny_config("slam=oracle", "path.n_frames=24"), out, progress=False)
     real_write = RunDir.write_round
+    threads = []
 
     def failing_write(self, rec, **kw):
-        if rec.round_index == 1:
+        threads.append(threading.current_thread().name)
+        if rec.round_index == failing_round:
             raise OSError(28, "No space left on device")
         return real_write(self, rec, **kw)
 
     monkeypatch.setattr(RunDir, "write_round", failing_write)
     with pytest.raises(OSError, match="No space left"):
         loop.run()
-    assert RunDir(out).completed_rounds() == [0]
+    assert all(t.startswith("checkpoint") for t in threads) and len(threads) == failing_round + 1
+    assert RunDir(out).completed_rounds() == list(range(failing_round))
     assert (out / "rounds" / "r000" / "visibility.npz").is_file()
     assert not (out / "metrics.json").exists()
-    assert len(json.loads((out / "cameras.json").read_text())["cameras"]) == 8  # round 0 only
+    assert len(json.loads((out / "cameras.json").read_text())["cameras"]) == 8 * failing_round
+    monkeypatch.undo()
+    m = RoundLoop(None, out, resume=True, progress=False).run()
+    assert RunDir(out).completed_rounds() == [0, 1, 2] and m["frames"] == 24
+    assert len(json.loads((out / "cameras.json").read_text())["cameras"]) == 24
 
 
 def test_render_command(tmp_path):

@@ -93,7 +93,8 @@ class ArmRun:
     metrics: dict
     wall_s: float
     round_wall_s: list[float]
-    """Wall time of each round including its checkpoint (write of memory version and round folder)."""
+    """Wall time of each round: its stages plus any wait for the previous round's checkpoint (a round's
+    own checkpoint is written on a background thread during the next round's render and generate)."""
 
 
 @dataclass
@@ -142,7 +143,8 @@ class BenchContext:
         round_wall: list[float] = []
         run_round = loop.run_round
 
-        # Wall time of each whole round (stages plus checkpoint), measured around the loop's own method.
+        # Wall time of each whole round (stages plus any wait for the previous checkpoint), measured
+        # around the loop's own method.
         def timed_round(r: int, start: int, stop: int):
             t = time.perf_counter()
             rec = run_round(r, start, stop)
@@ -401,7 +403,7 @@ def scenario_long(ctx: BenchContext) -> dict:
         row("memory growth after lap 1", "%", 100 * fig["memory_growth_after_first_lap"], None, None, None,
             "0 = memory follows explored area, not frame count"),
         row(f"per-round wall time, {lap_name}", "ratio", fig["round_wall_ratio_last_vs_ref_lap"], None, None, None,
-            "medians; 1 = flat (incl. generation and checkpoint)"),
+            "medians; 1 = flat (incl. generation and checkpoint waits)"),
         row(f"render+slam+fuse per round, {lap_name}", "ratio", fig["ours_stage_ratio_last_vs_ref_lap"], None, None,
             None, "medians; 1 = flat"),
         row(f"per-round ATE, lap {last_lap + 1} / lap 1", "ratio", fig["drift_ratio_last_vs_first_lap"], None, None,
@@ -424,7 +426,7 @@ def scenario_long(ctx: BenchContext) -> dict:
             "rebuild everything (Spatia-style)": _series(reb["rebuild_round"], reb["rebuild_s"], 1e3)},
             vlines=lap_starts),
         "round_time": _curve("long: per-round time", "round", "time [s]", {
-            "round wall (all stages + checkpoint)": _series(rounds, arm.round_wall_s),
+            "round wall (all stages + checkpoint wait)": _series(rounds, arm.round_wall_s),
             "render+slam+fuse": _series(rounds, ours_stage),
             **{stage: _series(rounds, t[stage]) for stage in ("generate", "slam")}}, vlines=lap_starts),
         "memory_size": _curve("long: memory size", "round", "points",
