@@ -118,6 +118,19 @@ def _rays(K: np.ndarray, H: int, W: int) -> torch.Tensor:
     return pix @ torch.from_numpy(np.linalg.inv(K)).T  # (H, W, 3), z = 1
 
 
+def _parabola_offset(costs: torch.Tensor, c_best: torch.Tensor, j_best: torch.Tensor) -> torch.Tensor:
+    """Sub-plane offset of the minimum of the parabola through the winning plane's cost and its two
+    neighbours' (``costs (P, ...)``, winner ``c_best`` at index ``j_best``), clamped to +-0.5; 0 at
+    the first and last plane and where the costs do not curve upwards."""
+    n = costs.shape[0]
+    cm = costs.gather(0, (j_best - 1).clamp(0, n - 1)[None])[0]
+    cp = costs.gather(0, (j_best + 1).clamp(0, n - 1)[None])[0]
+    denom = cm - 2 * c_best + cp
+    inner = (denom > 1e-6) & (j_best > 0) & (j_best < n - 1)
+    safe = torch.where(inner, denom, torch.ones_like(denom))
+    return torch.where(inner, 0.5 * (cm - cp) / safe, torch.zeros_like(denom)).clamp(-0.5, 0.5)
+
+
 def plane_sweep(
     ref_n: torch.Tensor,
     src_n: torch.Tensor,
@@ -208,16 +221,7 @@ def plane_sweep(
         costs[j0 : j0 + P] = 1.0 - best
         vis[j0 : j0 + P] = inside.sum(0).to(torch.int8)
     c_best, j_best = costs.min(0)
-    # Parabola through the neighbours of the winner (in plane index), clamped to +-0.5.
-    jm = (j_best - 1).clamp(0, n_planes - 1)
-    jp = (j_best + 1).clamp(0, n_planes - 1)
-    cm = costs.gather(0, jm[None])[0]
-    cp = costs.gather(0, jp[None])[0]
-    denom = cm - 2 * c_best + cp
-    off = torch.where(
-        (denom > 1e-6) & (j_best > 0) & (j_best < n_planes - 1), 0.5 * (cm - cp) / denom, torch.zeros_like(denom)
-    ).clamp(-0.5, 0.5)
-    frac = (j_best.float() + off) / (n_planes - 1)
+    frac = (j_best.float() + _parabola_offset(costs, c_best, j_best)) / (n_planes - 1)
     inv_best = inv_lo + (inv_hi - inv_lo) * frac
     n_vis = vis.gather(0, j_best[None])[0].int()
     return inv_best, c_best, n_vis
@@ -537,7 +541,7 @@ def refine_depth_edges(
     KR = torch.einsum("ij,sjk->sik", Kt, torch.from_numpy(T_src_ref[:, :3, :3]))
     one = torch.ones(R, dtype=torch.float64)
     px = torch.stack([torch.stack([xs + dx, ys + dy, one], -1) @ Kinv.T for dx, dy in ((0, 0), (1, 0), (0, 1))])
-    A = torch.einsum("sik,crk->csri", KR, px.double()).float()  # (3, S, R, 3)
+    A = torch.einsum("sik,crk->csri", KR, px).float()  # (3, S, R, 3)
     b = (torch.from_numpy(T_src_ref[:, :3, 3]) @ Kt.T).float()[None, :, None, :]  # (1, S, 1, 3)
     lo = (inv_lo - 0.02 * inv)[ys, xs].clamp_min(1e-4)
     hi = (inv_hi + 0.02 * inv)[ys, xs]
@@ -549,8 +553,9 @@ def refine_depth_edges(
     for j in range(n_planes + 1):  # the planes, then the pixel's own depth
         inv_j = lo + (hi - lo) * (j / (n_planes - 1)) if j < n_planes else inv[ys, xs]
         p = A + inv_j[None, None, :, None] * b
-        front = p[0, ..., 2] > 1e-6
-        z = torch.where(p[..., 2] > 1e-6, p[..., 2], torch.ones_like(p[..., 2]))
+        pos = p[..., 2] > 1e-6
+        front = pos[0]
+        z = torch.where(pos, p[..., 2], torch.ones_like(p[..., 2]))
         u, v = p[..., 0] / z, p[..., 1] / z  # (3, S, R)
         seen = front & (u[0] >= 0) & (u[0] <= W - 1) & (v[0] >= 0) & (v[0] <= H - 1)
         torch.addcmul((u[0] * sx - 1)[..., None], ((u[1] - u[0]) * sx)[..., None], ox, out=grid[..., 0])
@@ -565,13 +570,8 @@ def refine_depth_edges(
         scores[j] = zncc.topk(k, 0).values.mean(0) if k < S else zncc.mean(0)
     own = scores[n_planes]
     scores = scores[:n_planes]
-    # Parabola through the best plane and its neighbours (clamped to half a plane step).
     best, jb = scores.max(0)
-    sm = scores.gather(0, (jb - 1).clamp(0, n_planes - 1)[None])[0]
-    sp = scores.gather(0, (jb + 1).clamp(0, n_planes - 1)[None])[0]
-    den = sm - 2 * best + sp
-    inner = (den < -1e-6) & (jb > 0) & (jb < n_planes - 1)
-    off = torch.where(inner, 0.5 * (sm - sp) / torch.where(inner, den, -torch.ones_like(den)), 0.0).clamp(-0.5, 0.5)
+    off = _parabola_offset(-scores, -best, jb)  # the best score is the lowest cost
     move = (best > own) & (best > UNSEEN_ZNCC) & (var_ref >= min_texture**2)
     ys, xs = ys[move], xs[move]
     out = depth.clone()

@@ -1230,9 +1230,8 @@ class VisualSlam:
                 violate += behind
                 seen += same
                 agree += same & (cdiff < cfg.dynamic_threshold)
-            md = kf_aux.get(k, {}).get("mem_depth")
-            if md is not None:
-                mds = _resize_nearest(md, hs, ws)
+            mds = kf_aux.get(k, {}).get("mem_small")  # the memory's depth at this resolution
+            if mds is not None:
                 violate += valid & (mds > 0) & (d < mds * (1 - 2 * tol))  # in front of the known surface
             # Isolated labels are depth noise; transient surfaces come in blobs.
             tr = ndimage.binary_opening(valid & (agree == 0) & ((violate >= 1) | (seen >= 2)), iterations=1)

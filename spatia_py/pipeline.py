@@ -195,6 +195,10 @@ class RoundLoop:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         """The checkpoint of the last round while it is written (see :meth:`wait_checkpoint`)."""
+        self._saved_memory: SpatialMemory | None = None
+        """The memory as the last checkpoint saves it (read-only: the writer and the logger read it)."""
+        self._camera_list: list[dict] = []
+        """``cameras.json`` entries of every round so far, extended by :meth:`_add_record`."""
 
     # setup -------------------------------------------------------------------------------------
     def _check_fresh(self) -> None:
@@ -254,7 +258,16 @@ class RoundLoop:
     def _add_record(self, rec: RoundRecord) -> None:
         """Keep a round and index its frames and estimated cameras for retrieval (O(frames of the round))."""
         self.records.append(rec)
+        kf = set(rec.slam.keyframes)
         for k, cam in enumerate(rec.cameras):
+            d = cam.to_dict()  # its cameras.json entry
+            d["T_world_cam_estimated"] = rec.slam.T_world_cam[k].tolist()
+            d["round"] = rec.round_index
+            d["frame"] = rec.frame_offset + k
+            d["tracked"] = bool(rec.slam.tracked[k])
+            d["tracking_quality"] = float(rec.slam.tracking_quality[k])
+            d["keyframe"] = k in kf
+            self._camera_list.append(d)
             self.estimated_cameras[rec.frame_offset + k] = cam.with_pose(rec.slam.T_world_cam[k])
             self.frames_by_index[rec.frame_offset + k] = rec.frames[k]
 
@@ -332,7 +345,9 @@ class RoundLoop:
                 result = self.slam.process(clip.frames, cams, self.memory, r, depth=depth, templates=templates,
                                            commit=n)
         # 4. Fuse the static part into the memory (the same fusion for visual and oracle SLAM).
-        previous = self.memory.copy() if self.logger is not None else None
+        previous = None
+        if self.logger is not None:  # the memory before this round's fusion: the last checkpoint's copy
+            previous = self._saved_memory if self._saved_memory is not None else self.memory.copy()
         with timer("fuse"):
             from slam.fusion import fuse_clip
 
@@ -368,20 +383,22 @@ class RoundLoop:
         # (compression and video encoding were a fifth of a run's wall time): the memory version
         # first, then the round folder rename commits the round, then cameras.json. At most one
         # round is in flight, with its own copy of the memory.
+        # (The wait before SLAM emptied the writer.)
         self._add_record(rec)
         self.memory_points.append(len(self.memory))
-        self.wait_checkpoint()  # done before SLAM already; a guard for at most one in flight
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._pending = self._writer.submit(self._checkpoint, rec, self.memory.copy(), vis_index.to_arrays(),
-                                            self._camera_entries())
+        self._saved_memory = self.memory.copy()
+        self._pending = self._writer.submit(self._checkpoint, rec, self._saved_memory, vis_index,
+                                            list(self._camera_list))
         if self.logger is not None:
             self.logger.log_round(rec, self.memory, previous, None)
         return rec
 
-    def _checkpoint(self, rec: RoundRecord, memory: SpatialMemory, visibility: dict, cameras: list[dict]) -> None:
+    def _checkpoint(self, rec: RoundRecord, memory: SpatialMemory, visibility: ReferenceIndex,
+                    cameras: list[dict]) -> None:
         memory.save(self.run_dir.memory_version_path(rec.round_index))
-        self.run_dir.write_round(rec, fps=self.path.fps, extra_npz={"visibility.npz": visibility})
+        self.run_dir.write_round(rec, fps=self.path.fps, visibility=visibility.to_arrays())
         atomic_write_json(self.run_dir.cameras_path, {"fps": self.path.fps, "slam": self.cfg.slam.mode,
                                                       "cameras": cameras})
 
@@ -395,22 +412,6 @@ class RoundLoop:
         finally:
             if pending.done():  # an interrupted wait (Ctrl-C) leaves it for _close_writer
                 self._pending = None
-
-    def _camera_entries(self) -> list[dict]:
-        """``cameras.json`` entries of every round so far (commanded and estimated poses)."""
-        entries = []
-        for rec in self.records:
-            kf = set(rec.slam.keyframes)
-            for k, cam in enumerate(rec.cameras):
-                d = cam.to_dict()
-                d["T_world_cam_estimated"] = rec.slam.T_world_cam[k].tolist()
-                d["round"] = rec.round_index
-                d["frame"] = rec.frame_offset + k
-                d["tracked"] = bool(rec.slam.tracked[k])
-                d["tracking_quality"] = float(rec.slam.tracking_quality[k])
-                d["keyframe"] = k in kf
-                entries.append(d)
-        return entries
 
     # whole run ---------------------------------------------------------------------------------
     def run(self) -> dict:

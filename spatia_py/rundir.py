@@ -204,17 +204,17 @@ class RunDir:
 
     # rounds ----------------------------------------------------------------------------------
     def write_round(self, rec: RoundRecord, *, fps: float = 24.0, videos: bool = True,
-                    extra_npz: dict[str, dict] | None = None) -> Path:
+                    visibility: dict | None = None) -> Path:
         """Write a round to ``rounds/.rNNN.tmp`` and rename it into place (the commit point).
 
-        ``extra_npz``: more files of the round, ``{file name: {array name: array}}`` (the round
-        loop's ``visibility.npz``), committed with it."""
+        ``visibility``: the round's reference index as arrays (``ReferenceIndex.to_arrays``), saved
+        as ``visibility.npz`` with the round."""
         final = self.round_dir(rec.round_index)
         tmp = self.rounds_dir / f".r{rec.round_index:03d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for name, arrays in (extra_npz or {}).items():
-            np.savez_compressed(tmp / name, **arrays)
+        if visibility is not None:
+            np.savez_compressed(tmp / "visibility.npz", **visibility)
         np.savez_compressed(tmp / "frames.npz", frames=rec.frames)
         if rec.conditioning is not None:
             c = rec.conditioning

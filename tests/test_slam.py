@@ -10,13 +10,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from slam import SlamConfig, VisualSlam, fuse_clip
 from slam.bundle import BaProblem, bundle_adjust, triangulate_tracks
 from slam.features import to_gray
-from slam.mvs import refine_depth_edges, sweep_coarse_to_fine
+from slam.mvs import refine_depth_edges, resize_area, sweep_coarse_to_fine
 from slam.photometric import align_to_template, scale_K
 from spatia_py.geometry import Camera, intrinsics_from_fov, invert_pose, look_at, pose_distance, se3_exp
 from spatia_py.memory import SpatialMemory
@@ -281,11 +280,8 @@ def test_edge_refinement_stops_a_textured_surface_fattening():
     Ks = scale_K(Kp, w / Wm)
     truth = view(0.0, Ks, h, w)[1]
 
-    def area(a):
-        return F.interpolate(torch.from_numpy(np.ascontiguousarray(a, np.float32)), size=(h, w), mode="area")
-
-    images = (area(to_gray(ref_rgb)[None, None])[0, 0], area(ref_rgb.transpose(2, 0, 1)[None] / 255.0)[0].permute(1, 2, 0),
-              area(src[:, None])[:, 0], Ks, T)
+    images = (resize_area(to_gray(ref_rgb), h, w), resize_area(ref_rgb.transpose(2, 0, 1) / 255.0, h, w).permute(1, 2, 0),
+              resize_area(src, h, w), Ks, T)
     new, refined = refine_depth_edges(sw.depth, sw.depth > 0, *images)
     wrong_before = int((np.abs(sw.depth.numpy() / truth - 1) > 0.05).sum())
     wrong_after = int((np.abs(new.numpy() / truth - 1) > 0.05).sum())
