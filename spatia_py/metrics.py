@@ -20,6 +20,7 @@ __all__ = [
     "revisit_consistency",
     "find_revisit_pairs",
     "revisit_psnr_by_first_round",
+    "revisit_error_split",
     "ate_rmse",
     "rotation_errors_deg",
     "depth_errors",
@@ -161,7 +162,7 @@ def _capped_psnr(pair: dict) -> float:
 
 def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.ndarray,
                         T_world_cam_actual: np.ndarray, static_depth: np.ndarray,
-                        dynamic_masks: np.ndarray) -> dict:
+                        dynamic_masks: np.ndarray, conditioning_status: np.ndarray | None = None) -> dict:
     """PSNR/SSIM between the first visit of a pose and later visits, on static pixels.
 
     A video model never lands exactly on the commanded pose, so the later frame is first
@@ -176,6 +177,11 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
         T_world_cam_actual: ``(N, 4, 4)`` ground-truth cameras.
         static_depth: ``(N, H, W)`` ground-truth depth of the static scene.
         dynamic_masks: ``(N, H, W)`` ground-truth dynamic pixels.
+        conditioning_status: optional ``uint8 (N, H, W)`` generator status codes
+            (:attr:`~spatia_py.types.GroundTruth.conditioning_status`); each pair then also gets
+            ``"split"``: per status of the *later* frame's pixel (resampled like its dynamic mask),
+            the share of compared pixels and their part of the pair's mean squared error
+            (8-bit units), see :func:`revisit_error_split`.
 
     Returns:
         ``{"psnr_db": mean over pairs, "ssim": mean, "pairs": count, "per_pair": [...]}``;
@@ -195,6 +201,9 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
         p = psnr(frames[i], warped, valid)
         s = ssim(frames[i].astype(np.float64), warped, valid)
         per.append({"first": i, "later": j, "psnr_db": p, "ssim": s, "pixels": int(valid.sum())})
+        if conditioning_status is not None:
+            per[-1]["split"] = _status_split(frames[i], warped, valid, conditioning_status[j], Ks[j],
+                                             T_world_cam_actual[j], static_depth[i], Ks[i], T_world_cam_actual[i])
     if not per:
         return {"psnr_db": float("nan"), "ssim": float("nan"), "pairs": 0, "per_pair": []}
     finite = [p["psnr_db"] for p in per if math.isfinite(p["psnr_db"])]
@@ -203,6 +212,57 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
     return {"psnr_db": float(np.mean(capped)) if capped else float("nan"),
             "psnr_db_median": float(np.median(finite)) if finite else PSNR_CAP_DB,
             "ssim": float(np.mean([p["ssim"] for p in per])), "pairs": len(per), "per_pair": per}
+
+
+def _status_split(first: np.ndarray, warped: np.ndarray, valid: np.ndarray, status_later: np.ndarray,
+                  K_later: np.ndarray, T_later: np.ndarray, depth_first: np.ndarray, K_first: np.ndarray,
+                  T_first: np.ndarray) -> dict:
+    """Per status code of the later frame: share of the compared pixels and their part of the MSE."""
+    from spatia_py.types import CONDITIONING_STATUS
+
+    onehot = (status_later[..., None] == np.arange(len(CONDITIONING_STATUS))).astype(np.float64)
+    w, _ = warp_to_camera(onehot, None, K_later, T_later, depth_first, K_first, T_first)
+    code = w.argmax(-1)
+    err = ((first.astype(np.float64) - warped) ** 2).mean(-1)
+    n = max(int(valid.sum()), 1)
+    return {name: {"pixels": float((valid & (code == c)).sum() / n), "mse": float(err[valid & (code == c)].sum() / n)}
+            for c, name in enumerate(CONDITIONING_STATUS) if c > 0}
+
+
+def revisit_error_split(per_pair: list[dict], round_of_frame: np.ndarray) -> dict:
+    """Where revisit errors come from: the later frame's pixels split by what the generator did.
+
+    A revisited pixel is either *followed* (the generator copied the memory; an error there is the
+    memory's colour or placement), *depth_rejected* (the memory covered it but put its surface
+    elsewhere than the scene's, so the generator re-sampled it) or *uncovered* (a hole in the
+    memory: re-sampled). Re-sampled pixels carry new appearance, so a small share of them weighs
+    heavily in the mean squared error.
+
+    Args:
+        per_pair: ``revisit_consistency(..., conditioning_status=...)["per_pair"]``.
+        round_of_frame: ``(N,)`` round index of every frame.
+
+    Returns:
+        ``{"all": group, "by_first_round": {"0": group, ...}}`` where a group is ``{"pairs": n,
+        "mse": mean MSE (8-bit units), "<status>": {"pixels": mean share, "mse": mean part of the
+        MSE}}``: the parts add up to ``mse``, and ``10 log10(255^2 / mse)`` is a PSNR. ``{}``
+        without pairs or status.
+    """
+    rows = [p for p in per_pair if "split" in p]
+    if not rows:
+        return {}
+
+    def group(sel: list[dict]) -> dict:
+        names = list(sel[0]["split"])
+        out: dict = {"pairs": len(sel), "mse": float(np.mean([sum(v["mse"] for v in p["split"].values()) for p in sel]))}
+        for name in names:
+            out[name] = {k: float(np.mean([p["split"][name][k] for p in sel])) for k in ("pixels", "mse")}
+        return out
+
+    by: dict[int, list[dict]] = {}
+    for p in rows:
+        by.setdefault(int(round_of_frame[p["first"]]), []).append(p)
+    return {"all": group(rows), "by_first_round": {str(r): group(v) for r, v in sorted(by.items())}}
 
 
 def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray) -> dict[str, float]:

@@ -114,7 +114,8 @@ def _commit(clip: Clip, n: int) -> Clip:
     """The first ``n`` frames of ``clip`` (look-ahead frames dropped), ground truth included."""
     gt = clip.ground_truth
     if gt is not None:
-        gt = _head(gt, n, "T_world_cam", "depth", "dynamic_masks", "actor_positions", "static_depth")
+        gt = _head(gt, n, "T_world_cam", "depth", "dynamic_masks", "actor_positions", "static_depth",
+                   "conditioning_status")
     return dataclasses.replace(_head(clip, n, "frames", "depth"), cameras=clip.cameras[:n], ground_truth=gt)
 
 
@@ -522,6 +523,7 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
         "revisit_ssim": float("nan"),
         "revisit_pairs": 0,
         "revisit_psnr_db_by_first_round": {},
+        "revisit_error_split": {},
     }
     if cfg.path.laps > 1 and cfg.path.n_frames:
         lap_ends = []
@@ -547,11 +549,15 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
 
     pairs = M.find_revisit_pairs(T_cmd, round_of, cfg.eval.revisit_max_translation_m,
                                  cfg.eval.revisit_max_rotation_deg)
-    rev = M.revisit_consistency(frames, pairs, K, T_gt, static_depth, dyn_gt)
+    status = None
+    if all(g.conditioning_status is not None for g in gts):
+        status = np.concatenate([g.conditioning_status for g in gts])
+    rev = M.revisit_consistency(frames, pairs, K, T_gt, static_depth, dyn_gt, conditioning_status=status)
     out["revisit_psnr_db"] = rev["psnr_db"]
     out["revisit_ssim"] = rev["ssim"]
     out["revisit_pairs"] = rev["pairs"]
     out["revisit_psnr_db_by_first_round"] = M.revisit_psnr_by_first_round(rev["per_pair"], round_of)
+    out["revisit_error_split"] = M.revisit_error_split(rev["per_pair"], round_of)
 
     path_len = float(np.linalg.norm(np.diff(T_gt[:, :3, 3], axis=0), axis=1).sum())
     ate = M.ate_rmse(T_est, T_gt, tracked)

@@ -17,7 +17,8 @@ RUN/
     masks.npz                 dynamic_masks bool (N,H,W)
     visibility.npz            reference index of the round's tracked frames (memory cells each sees)
     ground_truth.npz          (procedural world only) T_world_cam, depth, static_depth, dynamic_masks,
-                              actor_positions, actor_radii — evaluation only
+                              actor_positions, actor_radii, conditioning_status (runs from 2026-11-21
+                              on) — evaluation only
   memory/v000.npz …           memory after each round (SpatialMemory.save)
   memory/edits.jsonl          append-only edit log (empty until edits are made)
   walkthrough.mp4             all generated frames
@@ -236,10 +237,11 @@ class RunDir:
         atomic_write_json(tmp / "slam.json", slam_json)
         if rec.ground_truth is not None:
             g = rec.ground_truth
+            extra = {} if g.conditioning_status is None else {"conditioning_status": g.conditioning_status}
             np.savez_compressed(tmp / "ground_truth.npz", T_world_cam=g.T_world_cam, depth=g.depth,
                                 static_depth=g.static_depth if g.static_depth is not None else g.depth,
                                 dynamic_masks=g.dynamic_masks, actor_positions=g.actor_positions,
-                                actor_radii=g.actor_radii)
+                                actor_radii=g.actor_radii, **extra)
         if videos:
             from render.video import write_video
 
@@ -295,7 +297,8 @@ class RunDir:
         if (d / "ground_truth.npz").is_file():
             g = np.load(d / "ground_truth.npz")
             gt = GroundTruth(g["T_world_cam"], g["depth"], g["dynamic_masks"], g["actor_positions"],
-                             g["actor_radii"], g["static_depth"])
+                             g["actor_radii"], g["static_depth"],
+                             g["conditioning_status"] if "conditioning_status" in g.files else None)
         return RoundRecord(round_index=meta["round_index"], frame_offset=meta["frame_offset"], cameras=cams,
                            frames=frames, conditioning=cond, slam=slam, slam_mode=meta["slam_mode"],
                            ground_truth=gt, timings_s=meta.get("timings_s", {}),

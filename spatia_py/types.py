@@ -17,6 +17,7 @@ __all__ = [
     "ReferenceFrame",
     "ConditioningMaps",
     "GroundTruth",
+    "CONDITIONING_STATUS",
     "Clip",
     "GenerationRequest",
     "VideoGenerator",
@@ -75,6 +76,15 @@ class GroundTruth:
     """``float32 (A,)`` bounding-sphere radius of each actor."""
     static_depth: np.ndarray | None = None
     """``float32 (N, H, W)`` z-depth of the static scene alone (actors removed), if known."""
+    conditioning_status: np.ndarray | None = None
+    """``uint8 (N, H, W)`` what the generator did with each pixel, if known (``CONDITIONING_STATUS``
+    names the codes): 0 not a static surface (actor or sky), 1 followed the conditioning, 2 the
+    conditioning covered it but its depth disagreed with the scene (re-sampled), 3 no valid
+    conditioning (re-sampled). Splits revisit errors by cause (``metrics.revisit_error_split``)."""
+
+
+CONDITIONING_STATUS = ("not_static", "followed", "depth_rejected", "uncovered")
+"""Names of the :attr:`GroundTruth.conditioning_status` codes 0-3."""
 
 
 @dataclass

@@ -103,6 +103,50 @@ def test_revisit_psnr_by_first_round_groups_by_the_first_visit():
     assert M.revisit_psnr_by_first_round([], round_of) == {}
 
 
+def test_revisit_error_split_adds_up_to_the_pair_mse():
+    K = intrinsics_from_fov(48, 32, 60)
+    T0 = look_at([0, 0, 0], [0, 0, 1], up=[0, -1, 0])
+    T = np.stack([T0, T0, T0, T0])
+    pairs = [(0, 2), (1, 3)]
+    rng = np.random.default_rng(4)
+    img = rng.integers(60, 200, (32, 48, 3), dtype=np.uint8)
+    frames = np.stack([img, img, img, img])
+    status = np.ones((4, 32, 48), np.uint8)
+    # Pair (0, 2): the later frame re-sampled its left quarter (memory hole) with an error of 20.
+    frames[2, :, :12] = frames[2, :, :12] + 20
+    status[2, :, :12] = 3
+    # Pair (1, 3): a depth-rejected band (error 10) and a followed pixel block (error 4).
+    frames[3, 8:12] = frames[3, 8:12] - 10
+    status[3, 8:12] = 2
+    frames[3, 20:24, :24] = frames[3, 20:24, :24] + 4
+    depth = np.full((4, 32, 48), 2.0, np.float32)
+    res = M.revisit_consistency(frames, pairs, K, T, depth, np.zeros((4, 32, 48), bool), conditioning_status=status)
+    p0, p1 = res["per_pair"]
+    _, valid = M.warp_to_camera(frames[2], depth[2], K, T0, depth[0], K, T0)  # the compared pixels
+    n = valid.sum()
+    assert n == p0["pixels"] == p1["pixels"] and n > 0.9 * 32 * 48
+    hole, band, block = np.zeros_like(valid), np.zeros_like(valid), np.zeros_like(valid)
+    hole[:, :12], band[8:12], block[20:24, :24] = True, True, True
+    share = {k: (valid & m).sum() / n for k, m in (("hole", hole), ("band", band), ("block", block))}
+    assert p0["split"]["uncovered"]["pixels"] == pytest.approx(share["hole"])
+    assert p0["split"]["uncovered"]["mse"] == pytest.approx(share["hole"] * 400)
+    assert p0["split"]["followed"]["mse"] == pytest.approx(0.0)
+    assert p1["split"]["depth_rejected"] == {"pixels": pytest.approx(share["band"]),
+                                             "mse": pytest.approx(share["band"] * 100)}
+    assert p1["split"]["followed"]["mse"] == pytest.approx(share["block"] * 16)
+    # The parts add up to each pair's MSE, which gives its PSNR.
+    for p in (p0, p1):
+        mse = sum(v["mse"] for v in p["split"].values())
+        assert 10 * math.log10(255**2 / mse) == pytest.approx(p["psnr_db"])
+    split = M.revisit_error_split(res["per_pair"], np.array([0, 1, 2, 3]))
+    assert split["all"]["pairs"] == 2
+    mse0, mse1 = share["hole"] * 400, share["band"] * 100 + share["block"] * 16
+    assert split["all"]["mse"] == pytest.approx((mse0 + mse1) / 2)
+    assert split["by_first_round"]["0"]["uncovered"]["mse"] == pytest.approx(mse0)
+    assert split["by_first_round"]["1"]["depth_rejected"]["pixels"] == pytest.approx(share["band"])
+    assert M.revisit_error_split([{"first": 0, "later": 2, "psnr_db": 30.0}], np.zeros(3)) == {}
+
+
 def test_warp_to_camera_sees_a_plane_from_a_shifted_camera():
     K = intrinsics_from_fov(64, 48, 60)
     T_a = np.eye(4)

@@ -1,5 +1,6 @@
 """The round loop end to end at tiny resolution (like nerfstudio's 2-iteration train test)."""
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -199,6 +200,12 @@ def test_lookahead_frames_serve_slam_and_are_not_committed(tmp_path, monkeypatch
     assert [n for n, _ in fused] == [11, 11, 8] and fused[0][1] >= 8
     assert m["frames"] == 24 and [len(r.frames) for r in loop.records] == [8, 8, 8]
     assert all(max(r.slam.keyframes) < 8 for r in loop.records)
+    # Every per-frame ground-truth array is cut to the committed frames too.
+    for r in loop.records:
+        per_frame = {f.name: getattr(r.ground_truth, f.name) for f in dataclasses.fields(r.ground_truth)
+                     if f.name != "actor_radii"}
+        assert per_frame["conditioning_status"] is not None
+        assert {k: len(v) for k, v in per_frame.items()} == dict.fromkeys(per_frame, 8)
     assert loop.records[0].slam.info["lookahead"]["frames"] == 3
     assert len(json.loads((tmp_path / "run" / "cameras.json").read_text())["cameras"]) == 24
     # Look-ahead stops where the path turns back onto the segment (it would see nothing new).

@@ -208,6 +208,33 @@ def test_invalid_or_inconsistent_conditioning_is_not_followed():
         assert _psnr(free.frames, clip.frames, static) > 30.0  # same as no conditioning
 
 
+def test_conditioning_status_says_what_the_generator_did():
+    gen = _gen(control_error_m=0.0, control_error_deg=0.0)
+    cams = _cams(3)
+    first = gen.generate(_req(cams))
+    gt = first.ground_truth
+    static = ~gt.dynamic_masks & (gt.static_depth > 0)
+    # No conditioning: every static pixel is new, the rest (actors) is not static.
+    assert gt.conditioning_status.dtype == np.uint8
+    assert np.array_equal(gt.conditioning_status == 3, static) and not np.isin(gt.conditioning_status, (1, 2)).any()
+    # The left half valid with the right depth, the right half valid with a wrong one, the top rows a hole.
+    depth = gt.depth.copy()
+    depth[:, :, W // 2:] *= 1.3
+    validity = np.ones_like(depth)
+    validity[:, :8] = 0.0
+    clip = gen.generate(_req(cams, cond=ConditioningMaps(rgb=first.frames, depth=depth, validity=validity),
+                             round_index=1))
+    s = clip.ground_truth.conditioning_status
+    st = ~clip.ground_truth.dynamic_masks & (clip.ground_truth.static_depth > 0)
+    left, right = np.zeros_like(st), np.zeros_like(st)
+    left[:, 10:, 2:W // 2 - 2] = True
+    right[:, 10:, W // 2 + 2:-2] = True
+    assert (s[st & left] == 1).mean() > 0.98
+    assert (s[st & right] == 2).mean() > 0.98
+    assert (s[:, :6][st[:, :6]] == 3).all()
+    assert (s[~st] == 0).all()
+
+
 def test_control_error_statistics_and_smoothness():
     gen = _gen(control_error_m=0.02, control_error_deg=0.5)
     cams = _cams(48, width=32, height=24, degrees=360)

@@ -1021,10 +1021,13 @@ class ProceduralWorld:
         follow=None,
     ) -> dict[str, torch.Tensor]:
         """Ray-cast one frame; torch outputs as :meth:`raycast`, but ``rgb`` is planar float
-        ``(3, H, W)`` in [0, 1], plus ``followed (H, W)``: pixels taken from the conditioning.
+        ``(3, H, W)`` in [0, 1], plus ``followed (H, W)``: pixels taken from the conditioning, and
+        ``covered (H, W)``: static pixels where the conditioning was valid (followed or not).
 
         ``follow`` optionally holds the conditioning of this frame as a callable
-        ``(X (3,H,W), hit (H,W) 0/1 float, static depth (H,W)) -> (accept (H,W) 0/1 float, rgb (3,H,W))``.
+        ``(X (3,H,W), hit (H,W) 0/1 float, static depth (H,W)) -> (accept (H,W) 0/1 float, rgb (3,H,W),
+        covered (H,W) 0/1 float)``; ``covered`` marks pixels where the conditioning is valid whether
+        or not its depth agreed.
         """
         layout = layout or self.layout
         H, W = camera.height, camera.width
@@ -1041,11 +1044,12 @@ class ProceduralWorld:
 
         need_f = hit_f * (1.0 - dyn_f)
         if follow is not None:
-            accept_f, rgb = follow(X, hit_f, t_hit)
+            accept_f, rgb, covered_f = follow(X, hit_f, t_hit)
             followed_f = accept_f * need_f
+            covered_f = covered_f * need_f
             need_f = need_f * (1.0 - accept_f)
         else:
-            followed_f = torch.zeros(H, W)
+            followed_f = covered_f = torch.zeros(H, W)
             rgb = torch.zeros(3, H, W)
         n_need = int(need_f.sum())
         if n_need:
@@ -1083,6 +1087,7 @@ class ProceduralWorld:
             "static_depth": t_hit,
             "surface_id": surface_id,
             "followed": followed_f > 0,
+            "covered": covered_f > 0,
         }
 
     def raycast(self, camera: Camera, time_s: float, appearance_seed: int, *, actors: bool = True) -> dict:
@@ -1288,6 +1293,7 @@ class ProceduralGenerator:
             iv0.clamp_(min=0)
             tol = rel_tol * z + _FOLLOW_ABS_TOL_M
             wsum = torch.zeros_like(z)
+            wvalid = torch.zeros_like(z)
             acc = torch.zeros((3,) + z.shape)
             for iv, iu, w in (
                 (iv0, iu0, (1 - fu) * (1 - fv)),
@@ -1297,12 +1303,15 @@ class ProceduralGenerator:
             ):
                 idx = (iv * W + iu).reshape(-1)
                 agree = _step(tol - (depth_flat[idx].reshape(z.shape) - z).abs())
-                wk = w * agree * ok_flat[idx].reshape(z.shape)
+                wv = w * ok_flat[idx].reshape(z.shape)
+                wvalid += wv
+                wk = wv * agree
                 wsum += wk
                 acc.addcmul_(rgb_flat.index_select(1, idx).reshape(acc.shape), wk)
             accept = inside * _step(wsum - 0.5)
             rgb = acc / wsum.clamp(min=1e-6)
-            return _fill_holes(accept, rgb, hit_f, t_hit)
+            accept, rgb = _fill_holes(accept, rgb, hit_f, t_hit)
+            return accept, rgb, inside * _step(wvalid - 0.5)
 
         return follow
 
@@ -1376,6 +1385,7 @@ class ProceduralGenerator:
         depth = np.empty((n, H, W), dtype=np.float32)
         static_depth = np.empty((n, H, W), dtype=np.float32)
         dyn = np.empty((n, H, W), dtype=bool)
+        status = np.empty((n, H, W), dtype=np.uint8)
         actor_pos = np.empty((n, len(self.world.actors), 3), dtype=np.float32)
         n_followed = n_static = 0
         with torch.no_grad(), _torch_threads(self.cfg.torch_threads):
@@ -1393,6 +1403,10 @@ class ProceduralGenerator:
                 depth[i] = r["depth"].numpy()
                 static_depth[i] = r["static_depth"].numpy()
                 dyn[i] = r["dynamic_mask"].numpy()
+                static_i = (r["static_depth"] > 0) & ~r["dynamic_mask"]
+                status[i] = np.where(
+                    r["followed"].numpy(), 1, np.where(r["covered"].numpy(), 2, np.where(static_i.numpy(), 3, 0))
+                )
                 actor_pos[i] = self.world.actor_positions(time_s)
                 n_followed += int(r["followed"].sum())
                 n_static += int(((r["static_depth"] > 0) & ~r["dynamic_mask"]).sum())
@@ -1409,6 +1423,7 @@ class ProceduralGenerator:
             actor_positions=actor_pos,
             actor_radii=self.world.actor_radii,
             static_depth=static_depth,
+            conditioning_status=status,
         )
         handed = depth.copy() if self.cfg.hand_over_depth else None
         return Clip(frames=frames, cameras=list(cams), depth=handed, ground_truth=gt)
