@@ -67,7 +67,6 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
     has = depth > 0
     # Pixels an actor covers are left as SLAM had them: the fixes are about static depth, not masks.
     truth = (static_depth > 0) & ~dynamic_true
-    rel = np.where(has & truth, depth / np.maximum(static_depth, 1e-9) - 1.0, 0.0)
     if fix == "none":
         return depth.astype(np.float32)
     if fix == "values":
@@ -78,6 +77,7 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
         if fix == "holes":
             return np.where(fill & ~has, static_depth, depth).astype(np.float32)
         return np.where(fill, static_depth, np.where(dynamic_true, depth, 0.0)).astype(np.float32)
+    rel = np.where(has & truth, depth / np.maximum(static_depth, 1e-9) - 1.0, 0.0)
     sel = has & truth & (np.abs(rel) > gross)
     if fix in ("gross-band", "drop-gross-band"):
         sel &= depth_edge_band(static_depth, band_px)

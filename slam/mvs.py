@@ -118,6 +118,11 @@ def _rays(K: np.ndarray, H: int, W: int) -> torch.Tensor:
     return pix @ torch.from_numpy(np.linalg.inv(K)).T  # (H, W, 3), z = 1
 
 
+def _top_k_mean(zncc: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean of the best ``k`` scores along the first (source) axis; all of them when ``k`` covers it."""
+    return zncc.topk(k, dim=0).values.mean(0) if k < zncc.shape[0] else zncc.mean(0)
+
+
 def _parabola_offset(costs: torch.Tensor, c_best: torch.Tensor, j_best: torch.Tensor) -> torch.Tensor:
     """Sub-plane offset of the minimum of the parabola through the winning plane's cost and its two
     neighbours' (``costs (P, ...)``, winner ``c_best`` at index ``j_best``), clamped to +-0.5; 0 at
@@ -217,7 +222,7 @@ def plane_sweep(
             rank = torch.where(inside, zncc - rank_offset, -16.0)
             best = zncc.gather(0, rank.topk(k, dim=0).indices).mean(0)
         else:
-            best = zncc.topk(k, dim=0).values.mean(0) if k < S else zncc.mean(0)
+            best = _top_k_mean(zncc, k)
         costs[j0 : j0 + P] = 1.0 - best
         vis[j0 : j0 + P] = inside.sum(0).to(torch.int8)
     c_best, j_best = costs.min(0)
@@ -567,7 +572,7 @@ def refine_depth_edges(
         mean, cov = m[..., 0].T, m[..., 1].T  # (S, R)
         var = torch.bmm((val * val).transpose(0, 1), w[..., None])[..., 0].T - mean * mean
         zncc = torch.where(seen, cov / torch.sqrt(var_ref[None] * var.clamp_min(0) + 1e-9), UNSEEN_ZNCC)
-        scores[j] = zncc.topk(k, 0).values.mean(0) if k < S else zncc.mean(0)
+        scores[j] = _top_k_mean(zncc, k)
     own = scores[n_planes]
     scores = scores[:n_planes]
     best, jb = scores.max(0)

@@ -1109,7 +1109,7 @@ class VisualSlam:
                 cand &= torch.from_numpy(mem_small <= 0)
             raw, edges = refine_depth_edges(
                 raw, cand, resize_area(gray[k], hs, ws),
-                resize_area(frames[k].transpose(2, 0, 1) / np.float32(255), hs, ws).permute(1, 2, 0),
+                resize_area(np.ascontiguousarray(frames[k].transpose(2, 0, 1)) / np.float32(255), hs, ws).permute(1, 2, 0),
                 resize_area(src_gray, hs, ws), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
                 n_planes=cfg.mvs_edge_planes, colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
                 min_texture=cfg.mvs_min_texture,

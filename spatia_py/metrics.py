@@ -12,6 +12,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from spatia_py.geometry import invert_pose, rotation_angle_deg
+from spatia_py.types import CONDITIONING_STATUS
 
 __all__ = [
     "psnr",
@@ -188,22 +189,26 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
         ``psnr_db`` is ``nan`` without pairs.
     """
     Ks = np.broadcast_to(K, (len(frames), 3, 3)) if np.ndim(K) == 2 else K
+    n_codes = len(CONDITIONING_STATUS)
     per = []
     for i, j in pairs:
-        warped, valid = warp_to_camera(frames[j], static_depth[j], Ks[j], T_world_cam_actual[j],
-                                       static_depth[i], Ks[i], T_world_cam_actual[i])
+        # One warp carries the later frame, its dynamic mask and (given) a one-hot of its status
+        # codes: all are resampled the same way (bilinear per channel), the masks by their mean.
+        stack = [frames[j].astype(np.float64), dynamic_masks[j][..., None].astype(np.float64)]
+        if conditioning_status is not None:
+            stack.append((conditioning_status[j][..., None] == np.arange(n_codes)).astype(np.float64))
+        warped_all, valid = warp_to_camera(np.concatenate(stack, -1), static_depth[j], Ks[j], T_world_cam_actual[j],
+                                           static_depth[i], Ks[i], T_world_cam_actual[i])
+        warped = warped_all[..., :3]
         # Static in both: the later frame's dynamic mask is resampled the same way.
-        dyn_j, _ = warp_to_camera(dynamic_masks[j][..., None].astype(np.float64), None, Ks[j],
-                                  T_world_cam_actual[j], static_depth[i], Ks[i], T_world_cam_actual[i])
-        valid &= ~dynamic_masks[i] & (dyn_j[..., 0] < 0.01)
+        valid &= ~dynamic_masks[i] & (warped_all[..., 3] < 0.01)
         if valid.sum() < 100:
             continue
         p = psnr(frames[i], warped, valid)
         s = ssim(frames[i].astype(np.float64), warped, valid)
         per.append({"first": i, "later": j, "psnr_db": p, "ssim": s, "pixels": int(valid.sum())})
         if conditioning_status is not None:
-            per[-1]["split"] = _status_split(frames[i], warped, valid, conditioning_status[j], Ks[j],
-                                             T_world_cam_actual[j], static_depth[i], Ks[i], T_world_cam_actual[i])
+            per[-1]["split"] = _status_split(frames[i], warped, valid, warped_all[..., 4:].argmax(-1))
     if not per:
         return {"psnr_db": float("nan"), "ssim": float("nan"), "pairs": 0, "per_pair": []}
     finite = [p["psnr_db"] for p in per if math.isfinite(p["psnr_db"])]
@@ -214,15 +219,9 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
             "ssim": float(np.mean([p["ssim"] for p in per])), "pairs": len(per), "per_pair": per}
 
 
-def _status_split(first: np.ndarray, warped: np.ndarray, valid: np.ndarray, status_later: np.ndarray,
-                  K_later: np.ndarray, T_later: np.ndarray, depth_first: np.ndarray, K_first: np.ndarray,
-                  T_first: np.ndarray) -> dict:
-    """Per status code of the later frame: share of the compared pixels and their part of the MSE."""
-    from spatia_py.types import CONDITIONING_STATUS
-
-    onehot = (status_later[..., None] == np.arange(len(CONDITIONING_STATUS))).astype(np.float64)
-    w, _ = warp_to_camera(onehot, None, K_later, T_later, depth_first, K_first, T_first)
-    code = w.argmax(-1)
+def _status_split(first: np.ndarray, warped: np.ndarray, valid: np.ndarray, code: np.ndarray) -> dict:
+    """Per status code of the later frame (``code``, resampled into the first): share of the
+    compared pixels and their part of the MSE."""
     err = ((first.astype(np.float64) - warped) ** 2).mean(-1)
     n = max(int(valid.sum()), 1)
     return {name: {"pixels": float((valid & (code == c)).sum() / n), "mse": float(err[valid & (code == c)].sum() / n)}
@@ -259,10 +258,16 @@ def revisit_error_split(per_pair: list[dict], round_of_frame: np.ndarray) -> dic
             out[name] = {k: float(np.mean([p["split"][name][k] for p in sel])) for k in ("pixels", "mse")}
         return out
 
-    by: dict[int, list[dict]] = {}
-    for p in rows:
-        by.setdefault(int(round_of_frame[p["first"]]), []).append(p)
-    return {"all": group(rows), "by_first_round": {str(r): group(v) for r, v in sorted(by.items())}}
+    by = _by_first_round(rows, round_of_frame)
+    return {"all": group(rows), "by_first_round": {str(r): group(v) for r, v in by.items()}}
+
+
+def _by_first_round(per_pair: list[dict], round_of_frame: np.ndarray) -> dict[int, list[dict]]:
+    """Pairs grouped by the round of their first visit, rounds in order."""
+    groups: dict[int, list[dict]] = {}
+    for p in per_pair:
+        groups.setdefault(int(round_of_frame[p["first"]]), []).append(p)
+    return dict(sorted(groups.items()))
 
 
 def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray) -> dict[str, float]:
@@ -278,10 +283,8 @@ def revisit_psnr_by_first_round(per_pair: list[dict], round_of_frame: np.ndarray
         per_pair: ``revisit_consistency(...)["per_pair"]``.
         round_of_frame: ``(N,)`` round index of every frame of the run.
     """
-    groups: dict[int, list[float]] = {}
-    for p in per_pair:
-        groups.setdefault(int(round_of_frame[p["first"]]), []).append(_capped_psnr(p))
-    return {str(r): float(np.mean(v)) for r, v in sorted(groups.items())}
+    return {str(r): float(np.mean([_capped_psnr(p) for p in v]))
+            for r, v in _by_first_round(per_pair, round_of_frame).items()}
 
 
 def ate_rmse(T_est: np.ndarray, T_gt: np.ndarray, valid: np.ndarray | None = None) -> float:

@@ -114,8 +114,7 @@ def _commit(clip: Clip, n: int) -> Clip:
     """The first ``n`` frames of ``clip`` (look-ahead frames dropped), ground truth included."""
     gt = clip.ground_truth
     if gt is not None:
-        gt = _head(gt, n, "T_world_cam", "depth", "dynamic_masks", "actor_positions", "static_depth",
-                   "conditioning_status")
+        gt = _head(gt, n, *(f.name for f in dataclasses.fields(gt) if f.name != "actor_radii"))  # all per frame
     return dataclasses.replace(_head(clip, n, "frames", "depth"), cameras=clip.cameras[:n], ground_truth=gt)
 
 

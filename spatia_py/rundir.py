@@ -34,7 +34,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -237,11 +237,9 @@ class RunDir:
         atomic_write_json(tmp / "slam.json", slam_json)
         if rec.ground_truth is not None:
             g = rec.ground_truth
-            extra = {} if g.conditioning_status is None else {"conditioning_status": g.conditioning_status}
-            np.savez_compressed(tmp / "ground_truth.npz", T_world_cam=g.T_world_cam, depth=g.depth,
-                                static_depth=g.static_depth if g.static_depth is not None else g.depth,
-                                dynamic_masks=g.dynamic_masks, actor_positions=g.actor_positions,
-                                actor_radii=g.actor_radii, **extra)
+            arrays = {f.name: getattr(g, f.name) for f in fields(g) if getattr(g, f.name) is not None}
+            arrays.setdefault("static_depth", g.depth)
+            np.savez_compressed(tmp / "ground_truth.npz", **arrays)
         if videos:
             from render.video import write_video
 
@@ -296,9 +294,7 @@ class RunDir:
         gt = None
         if (d / "ground_truth.npz").is_file():
             g = np.load(d / "ground_truth.npz")
-            gt = GroundTruth(g["T_world_cam"], g["depth"], g["dynamic_masks"], g["actor_positions"],
-                             g["actor_radii"], g["static_depth"],
-                             g["conditioning_status"] if "conditioning_status" in g.files else None)
+            gt = GroundTruth(**{k: g[k] for k in g.files})  # arrays a run saved before a field existed stay None
         return RoundRecord(round_index=meta["round_index"], frame_offset=meta["frame_offset"], cameras=cams,
                            frames=frames, conditioning=cond, slam=slam, slam_mode=meta["slam_mode"],
                            ground_truth=gt, timings_s=meta.get("timings_s", {}),

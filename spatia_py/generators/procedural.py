@@ -1403,13 +1403,12 @@ class ProceduralGenerator:
                 depth[i] = r["depth"].numpy()
                 static_depth[i] = r["static_depth"].numpy()
                 dyn[i] = r["dynamic_mask"].numpy()
-                static_i = (r["static_depth"] > 0) & ~r["dynamic_mask"]
-                status[i] = np.where(
-                    r["followed"].numpy(), 1, np.where(r["covered"].numpy(), 2, np.where(static_i.numpy(), 3, 0))
-                )
+                static_i = ((r["static_depth"] > 0) & ~r["dynamic_mask"]).numpy()
+                followed_i = r["followed"].numpy()
+                status[i] = np.select([followed_i, r["covered"].numpy(), static_i], [1, 2, 3], 0)
                 actor_pos[i] = self.world.actor_positions(time_s)
-                n_followed += int(r["followed"].sum())
-                n_static += int(((r["static_depth"] > 0) & ~r["dynamic_mask"]).sum())
+                n_followed += int(followed_i.sum())
+                n_static += int(static_i.sum())
         log.debug(
             "procedural stand-in world model: round %d, %d frames, followed conditioning on %.1f%% of static pixels",
             request.round_index,
