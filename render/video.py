@@ -16,6 +16,17 @@ import numpy as np
 
 __all__ = ["write_video", "read_video", "write_png", "read_png", "colorize_depth"]
 
+# imageio-ffmpeg starts ffmpeg with ``preexec_fn=os.setpgrp`` (to keep Ctrl-C from it) unless this
+# variable is set, and a ``preexec_fn`` makes Python fork() rather than vfork(). fork() runs
+# OpenBLAS's pthread_atfork handler, which stops numpy's BLAS worker threads even while another
+# thread's matrix product is waiting on them; that thread then spins forever. The round loop writes
+# its videos on the checkpoint thread while the main thread renders with numpy, and this hung a run
+# (reproduced in isolation: one thread starting processes with a preexec_fn, another multiplying
+# 3 x 150k matrices, hangs within seconds; without it, 24k products in 20 s complete). Without the
+# preexec_fn, ffmpeg shares the process group: Ctrl-C stops it too, which the atomic writes below
+# turn into no file rather than a partial one.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+
 
 def _as_uint8_array(a: Any, name: str) -> np.ndarray:
     if hasattr(a, "detach"):  # torch tensor, without importing torch here

@@ -425,6 +425,24 @@ def test_video_round_trip(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]  # no temporary left behind
 
 
+def test_ffmpeg_starts_without_preexec_fn(tmp_path, monkeypatch):
+    # A preexec_fn makes Python fork(), which stops OpenBLAS's workers under another thread's
+    # running matrix product (a hang: render/video.py). The checkpoint thread writes videos while
+    # the main thread renders, so ffmpeg must be started the vfork way.
+    import subprocess
+
+    seen = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        seen.append(kwargs.get("preexec_fn"))
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    read_video(write_video(tmp_path / "clip.mp4", _smooth_frames(2, 16, 16), fps=12))
+    assert seen and all(fn is None for fn in seen)
+
+
 def test_video_pads_odd_sizes(tmp_path):
     frames = _smooth_frames(3, 21, 33)
     back = read_video(write_video(tmp_path / "odd.mp4", frames, fps=24))
