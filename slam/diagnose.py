@@ -19,6 +19,14 @@ line per run.
 
     .venv/bin/python -m slam.diagnose edit --fix gross-band --rounds 0 --out RUN
     .venv/bin/python -m slam.diagnose edit --fix values --config configs/loop.yaml seed=2
+    .venv/bin/python -m slam.diagnose edit --fix none --gauge truth --config configs/loop.yaml
+
+``--gauge truth`` also moves round 0's result, before fusion, by the similarity that best fits
+its tracked cameras to the generator's actual ones (:func:`similarity_to_truth`; the depth is
+scaled with it): the first clip's placement, which the commanded cameras set and no pixel-only
+SLAM can observe (README, "Where the revisit gap goes"). Everything downstream (memory, the
+cameras of colour sources and retrieval) follows from the moved result. ``--gauge slam`` (the
+default) leaves it.
 
 ``--fix``: ``truth`` (true depth on every static pixel SLAM did not mask as moving),
 ``values`` (true depth on the pixels SLAM covered), ``holes`` (static pixels SLAM left
@@ -46,7 +54,57 @@ from scipy import ndimage
 FIXES = ("none", "truth", "values", "holes", "gross", "gross-band", "gross-outside", "gross-near", "gross-far",
          "drop-gross", "drop-gross-band")
 
-__all__ = ["FIXES", "depth_edge_band", "depth_report", "edit_depth"]
+GAUGES = ("slam", "truth")
+
+__all__ = ["FIXES", "GAUGES", "depth_edge_band", "depth_report", "edit_depth", "similarity_to_truth"]
+
+
+def similarity_to_truth(T_est: np.ndarray, T_true: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity ``x -> s R x + t`` that best maps estimated cameras onto true ones.
+
+    ``R`` is the rotation closest to the mean of ``R_true R_est^T`` (chordal mean), then ``s`` and
+    ``t`` fit the camera centres in least squares given ``R``. Rotations first: the centres of
+    one clip lie almost on a line, which leaves a rotation fitted to them alone (Umeyama)
+    undetermined about that line.
+
+    Args:
+        T_est, T_true: ``(N, 4, 4)`` camera-to-world poses, ``N >= 2``.
+
+    Returns:
+        ``(s, R (3, 3), t (3,))``; ``s = 1`` when the centres coincide.
+    """
+    T_est = np.asarray(T_est, np.float64)
+    T_true = np.asarray(T_true, np.float64)
+    if T_est.shape != T_true.shape or T_est.ndim != 3 or T_est.shape[1:] != (4, 4) or len(T_est) < 2:
+        raise ValueError(f"similarity_to_truth: need two (N, 4, 4) pose arrays with N >= 2, got "
+                         f"{T_est.shape} and {T_true.shape}")
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", T_true[:, :3, :3], T_est[:, :3, :3]))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    c_est = T_est[:, :3, 3] @ R.T
+    c_true = T_true[:, :3, 3]
+    a = c_est - c_est.mean(0)
+    b = c_true - c_true.mean(0)
+    aa = float((a * a).sum())
+    s = float((a * b).sum() / aa) if aa > 1e-12 else 1.0
+    return s, R, c_true.mean(0) - s * c_est.mean(0)
+
+
+def _place_by_truth(res, T_true: np.ndarray) -> dict:
+    """Move a clip's SLAM result (in place) by :func:`similarity_to_truth` of its tracked frames."""
+    k = np.flatnonzero(res.tracked)
+    if len(k) < 2:
+        raise RuntimeError(f"--gauge truth needs at least two tracked frames in round 0, got {len(k)}")
+    s, R, t = similarity_to_truth(res.T_world_cam[k], T_true[k])
+    before = np.linalg.norm(res.T_world_cam[k, :3, 3] - T_true[k, :3, 3], axis=1)
+    T = res.T_world_cam.copy()
+    T[:, :3, :3] = R @ res.T_world_cam[:, :3, :3]
+    T[:, :3, 3] = s * res.T_world_cam[:, :3, 3] @ R.T + t
+    res.T_world_cam = T
+    res.depth = (res.depth * np.float32(s)).astype(np.float32)
+    moved = np.linalg.norm(T[k, :3, 3] - T_true[k, :3, 3], axis=1)
+    return {"scale": s, "rotation_deg": float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))),
+            "translation_m": np.round(t, 5).tolist(), "centre_error_before_m_rms": float(np.sqrt((before**2).mean())),
+            "centre_error_after_m_rms": float(np.sqrt((moved**2).mean()))}
 
 
 def depth_edge_band(static_depth: np.ndarray, band_px: int, jump: float = 0.05) -> np.ndarray:
@@ -143,8 +201,12 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
     return out
 
 
-def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: float, band_px: int) -> dict:
-    """Run the round loop with SLAM's keyframe depth of ``rounds`` (all when ``None``) edited."""
+def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: float, band_px: int,
+               gauge: str = "slam") -> dict:
+    """Run the round loop with SLAM's keyframe depth of ``rounds`` (all when ``None``) edited, and
+    round 0 placed by the truth when ``gauge == "truth"`` (the placement is in ``metrics["gauge"]``)."""
+    if gauge not in GAUGES:
+        raise ValueError(f"unknown gauge {gauge!r}; choose one of {', '.join(GAUGES)}")
     from spatia_py.pipeline import RoundLoop
 
     loop = RoundLoop(cfg, out, progress=False)
@@ -164,6 +226,8 @@ def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: floa
         gt = state.get("gt")
         if gt is None:
             raise RuntimeError("the generator returned no ground truth; slam.diagnose edit needs the procedural world")
+        if gauge == "truth" and round_index == 0:  # before the depth edit: true depth needs no scaling
+            state["gauge"] = _place_by_truth(res, gt.T_world_cam)
         if rounds is None or round_index in rounds:
             for k in res.keyframes:
                 new = edit_depth(fix, res.depth[k], gt.static_depth[k], gt.dynamic_masks[k], res.dynamic_masks[k],
@@ -175,7 +239,10 @@ def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: floa
 
     loop.generator.generate = generate_keep_truth
     loop.slam.process = process_then_edit
-    return loop.run()
+    metrics = loop.run()
+    if "gauge" in state:
+        metrics["gauge"] = state["gauge"]
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("runs", nargs="+", help="run directories (procedural world, ground truth on)")
     b = sub.add_parser("edit", help="re-run with keyframe depth edited with the truth after SLAM")
     b.add_argument("--fix", required=True, choices=FIXES)
+    b.add_argument("--gauge", default="slam", choices=GAUGES,
+                   help="round 0 placed as SLAM placed it, or by the similarity fit to its true cameras")
     b.add_argument("--rounds", default=None, help="comma-separated rounds to edit, counted from 0 (default: all)")
     b.add_argument("--config", default="configs/loop.yaml", help="run preset (default: %(default)s)")
     b.add_argument("--out", default=None, help="run directory (default: a temporary one)")
@@ -228,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"slam.diagnose: {out} already holds a run; choose a new --out (nothing was overwritten)",
                   file=sys.stderr)
             return 2
-        m = run_edited(cfg, out, args.fix, rounds, gross=args.gross, band_px=args.band)
+        m = run_edited(cfg, out, args.fix, rounds, gross=args.gross, band_px=args.band, gauge=args.gauge)
         print(dumps({
             "fix": args.fix, "rounds": sorted(rounds) if rounds is not None else "all", "run_dir": str(out),
+            "gauge": m.get("gauge", "slam"),
             "revisit_psnr_db": round(m["revisit_psnr_db"], 3),
             "revisit_psnr_db_by_first_round": {k: round(v, 3) for k, v in m.get("revisit_psnr_db_by_first_round",
                                                                               {}).items()},

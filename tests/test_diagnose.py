@@ -1,10 +1,14 @@
 """Depth diagnostics against ground truth (``python -m slam.diagnose``)."""
 
+import json
+
 import numpy as np
 import pytest
 from test_pipeline import ROOT, TINY  # the tiny round-loop settings the pipeline tests use
 
-from slam.diagnose import depth_edge_band, depth_report, edit_depth, main
+from slam.diagnose import _place_by_truth, depth_edge_band, depth_report, edit_depth, main, similarity_to_truth
+from spatia_py.geometry import so3_exp
+from spatia_py.types import SlamResult
 
 
 def two_planes():
@@ -65,11 +69,49 @@ def test_edit_depth_changes_only_what_the_fix_names():
         edit("exact")
 
 
+def random_poses(rng, n):
+    T = np.tile(np.eye(4), (n, 1, 1))
+    for i in range(n):
+        T[i, :3, :3] = so3_exp(rng.normal(size=3))
+    T[:, :3, 3] = np.linspace(0, 1, n)[:, None] * [1.0, 0.2, 0.0] + rng.normal(scale=0.01, size=(n, 3))
+    return T
+
+
+def test_similarity_to_truth_recovers_a_known_gauge():
+    rng = np.random.default_rng(0)
+    true = random_poses(rng, 12)
+    # The estimate is the truth seen through a known similarity: x_est = s0 R0 x_true + t0.
+    s0, R0, t0 = 1.007, so3_exp(np.radians([0.1, -0.15, 0.05])), np.array([0.02, -0.01, 0.005])
+    est = true.copy()
+    est[:, :3, :3] = R0 @ true[:, :3, :3]
+    est[:, :3, 3] = s0 * true[:, :3, 3] @ R0.T + t0
+    s, R, t = similarity_to_truth(est, true)
+    assert abs(s * s0 - 1) < 1e-9 and np.allclose(R, R0.T, atol=1e-9) and np.allclose(s * R @ t0 + t, 0, atol=1e-9)
+    # A clip result moved by it lands on the truth; its depth scales with it; untracked frames do not vote.
+    H, W = 4, 5
+    tracked = np.ones(12, bool)
+    tracked[3] = False
+    est_bad = est.copy()
+    est_bad[3, :3, 3] += 5.0  # an untracked frame's placeholder pose
+    res = SlamResult(T_world_cam=est_bad, tracked=tracked, tracking_quality=np.ones(12, np.float32), keyframes=[0],
+                     depth=np.full((12, H, W), 2.0, np.float32), depth_confidence=np.ones((12, H, W), np.float32),
+                     dynamic_masks=np.zeros((12, H, W), bool))
+    info = _place_by_truth(res, true)
+    assert np.allclose(res.T_world_cam[tracked], true[tracked], atol=1e-9)
+    assert np.allclose(res.depth, 2.0 * s) and info["centre_error_after_m_rms"] < 1e-9
+    with pytest.raises(ValueError, match="N >= 2"):
+        similarity_to_truth(est[:1], true[:1])
+
+
 def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["edit", "--fix", "values", "--rounds", "0", "--config", str(ROOT / "configs" / "demo.yaml"),
-                 "--out", str(out), *TINY]) == 0
-    assert '"revisit_psnr_db"' in capsys.readouterr().out
+    assert main(["edit", "--fix", "values", "--rounds", "0", "--gauge", "truth", "--config",
+                 str(ROOT / "configs" / "demo.yaml"), "--out", str(out), *TINY]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.isfinite(printed["revisit_psnr_db"])
+    # Round 0's tracked cameras were moved closer to the generator's actual ones.
+    g = printed["gauge"]
+    assert g["centre_error_after_m_rms"] < g["centre_error_before_m_rms"] and abs(g["scale"] - 1) < 0.05
     before = sorted(p.name for p in out.rglob("*"))
     assert main(["edit", "--fix", "values", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(out),
                  *TINY]) == 2
