@@ -24,8 +24,9 @@ __all__ = ["write_video", "read_video", "write_png", "read_png", "colorize_depth
 # (reproduced in isolation: one thread starting processes with a preexec_fn, another multiplying
 # 3 x 150k matrices, hangs within seconds; without it, 24k products in 20 s complete). Without the
 # preexec_fn, ffmpeg shares the process group: Ctrl-C stops it too, which the atomic writes below
-# turn into no file rather than a partial one.
-os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+# turn into no file rather than a partial one. Set unconditionally: a 0 inherited from the
+# environment would bring the hang back.
+os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"
 
 
 def _as_uint8_array(a: Any, name: str) -> np.ndarray:

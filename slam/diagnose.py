@@ -91,18 +91,20 @@ def similarity_to_truth(T_est: np.ndarray, T_true: np.ndarray) -> tuple[float, n
 
 def _place_by_truth(res, T_true: np.ndarray) -> dict:
     """Move a clip's SLAM result (in place) by :func:`similarity_to_truth` of its tracked frames."""
+    from spatia_py.geometry import rotation_angle_deg
+
     k = np.flatnonzero(res.tracked)
     if len(k) < 2:
         raise RuntimeError(f"--gauge truth needs at least two tracked frames in round 0, got {len(k)}")
     s, R, t = similarity_to_truth(res.T_world_cam[k], T_true[k])
     before = np.linalg.norm(res.T_world_cam[k, :3, 3] - T_true[k, :3, 3], axis=1)
-    T = res.T_world_cam.copy()
-    T[:, :3, :3] = R @ res.T_world_cam[:, :3, :3]
-    T[:, :3, 3] = s * res.T_world_cam[:, :3, 3] @ R.T + t
-    res.T_world_cam = T
-    res.depth = (res.depth * np.float32(s)).astype(np.float32)
+    # In place: SLAM keeps views of these poses (its history for the next clip's stereo sources).
+    T = res.T_world_cam
+    T[:, :3, 3] = s * T[:, :3, 3] @ R.T + t
+    T[:, :3, :3] = R @ T[:, :3, :3]
+    res.depth *= np.float32(s)
     moved = np.linalg.norm(T[k, :3, 3] - T_true[k, :3, 3], axis=1)
-    return {"scale": s, "rotation_deg": float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))),
+    return {"scale": s, "rotation_deg": float(rotation_angle_deg(np.eye(3), R)),
             "translation_m": np.round(t, 5).tolist(), "centre_error_before_m_rms": float(np.sqrt((before**2).mean())),
             "centre_error_after_m_rms": float(np.sqrt((moved**2).mean()))}
 

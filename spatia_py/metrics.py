@@ -196,7 +196,9 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
         # codes: all are resampled the same way (bilinear per channel), the masks by their mean.
         stack = [frames[j].astype(np.float64), dynamic_masks[j][..., None].astype(np.float64)]
         if conditioning_status is not None:
-            stack.append((conditioning_status[j][..., None] == np.arange(n_codes)).astype(np.float64))
+            # Static codes only: a compared pixel is static, so it takes the strongest of them even
+            # where sky or an actor outweighs it among its four bilinear taps.
+            stack.append((conditioning_status[j][..., None] == np.arange(1, n_codes)).astype(np.float64))
         warped_all, valid = warp_to_camera(np.concatenate(stack, -1), static_depth[j], Ks[j], T_world_cam_actual[j],
                                            static_depth[i], Ks[i], T_world_cam_actual[i])
         warped = warped_all[..., :3]
@@ -208,7 +210,7 @@ def revisit_consistency(frames: np.ndarray, pairs: list[tuple[int, int]], K: np.
         s = ssim(frames[i].astype(np.float64), warped, valid)
         per.append({"first": i, "later": j, "psnr_db": p, "ssim": s, "pixels": int(valid.sum())})
         if conditioning_status is not None:
-            per[-1]["split"] = _status_split(frames[i], warped, valid, warped_all[..., 4:].argmax(-1))
+            per[-1]["split"] = _status_split(frames[i], warped, valid, warped_all[..., 4:].argmax(-1) + 1)
     if not per:
         return {"psnr_db": float("nan"), "ssim": float("nan"), "pairs": 0, "per_pair": []}
     finite = [p["psnr_db"] for p in per if math.isfinite(p["psnr_db"])]
