@@ -633,8 +633,9 @@ class _HelperThread:
     """
 
     def __init__(self) -> None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self.enabled = cpus > 1
+        from spatia_py.parallel import usable_cpu_count
+
+        self.enabled = usable_cpu_count() > 1
         self.renders_off = 0
         self.renders_helped = 0  # renders in which the helper thread took part (for benchmarks)
         self.pool: ThreadPoolExecutor | None = None
@@ -644,8 +645,11 @@ class _HelperThread:
     def run_alongside(self, work: Callable[[], float], helper_work: Callable[[], float]) -> None:
         """Run ``work`` here and, if useful, ``helper_work`` on the helper thread at once; return when
         both are done. Each returns its thread's CPU seconds; they must share the work out between them."""
-        if not self.enabled or self.renders_off > 0:
-            self.renders_off = max(self.renders_off - 1, 0)
+        with self.lock:  # renders on several threads share the helper and its counters
+            skip = not self.enabled or self.renders_off > 0
+            if skip:
+                self.renders_off = max(self.renders_off - 1, 0)
+        if skip:
             work()
             return
         with self.lock:
@@ -659,10 +663,11 @@ class _HelperThread:
         if helper.cancel():  # still queued (the helper is busy with another render): all done here
             return
         cpu += helper.result()
-        self.renders_helped += 1
-        # The first render also waits for the thread to start: do not judge by it.
-        if not new_thread and cpu < _MIN_PARALLELISM * (time.perf_counter() - start):
-            self.renders_off = _HELPER_BACKOFF_RENDERS
+        with self.lock:
+            self.renders_helped += 1
+            # The first render also waits for the thread to start: do not judge by it.
+            if not new_thread and cpu < _MIN_PARALLELISM * (time.perf_counter() - start):
+                self.renders_off = _HELPER_BACKOFF_RENDERS
 
 
 _HELPER = _HelperThread()

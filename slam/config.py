@@ -239,3 +239,40 @@ class SlamConfig:
     """See ``fuse_min_confidence_far``."""
     carve_min_confidence: float = 0.6
     """Only pixels at least this confident carve free space."""
+
+    def check(self) -> None:
+        """Value checks that types alone cannot express, for every way a config is built (the run
+        config's ``slam`` section, ``slam.eval_fountain``, ``slam.benchmark``, the Python API).
+
+        Raises:
+            ValueError: naming the ``slam.`` field, the allowed values and the value given.
+        """
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(msg)
+
+        need(self.mode in ("visual", "oracle"), f"slam.mode must be 'visual' or 'oracle', got {self.mode!r}")
+        need(self.depth_source in ("pixels", "generator"),
+             f"slam.depth_source must be 'pixels' or 'generator', got {self.depth_source!r}")
+        need(self.workers >= 0,
+             f"slam.workers must be >= 0 (0 = one per CPU core, at most 4; 1 = serial), got {self.workers}")
+        need(self.keyframe_stride >= 1, f"slam.keyframe_stride must be >= 1, got {self.keyframe_stride}")
+        need(self.mvs_min_baseline_frac >= 0,
+             f"slam.mvs_min_baseline_frac must be >= 0 (0 keeps all sources), got {self.mvs_min_baseline_frac}")
+        for name in ("mvs_fallback_min_fraction", "keyframe_confirm_min_fraction"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"slam.{name} must be in [0, 1], got {getattr(self, name)}")
+        need(all(isinstance(o, int) and o != 0 for o in self.mvs_fallback_offsets),
+             f"slam.mvs_fallback_offsets must be non-zero integer frame offsets, got {self.mvs_fallback_offsets}")
+        need(self.mvs_window % 2 == 1, f"slam.mvs_window must be odd, got {self.mvs_window}")
+        need(self.mvs_smooth_window == 0 or self.mvs_smooth_window % 2 == 1,
+             f"slam.mvs_smooth_window must be 0 (off) or odd, got {self.mvs_smooth_window}")
+        need(self.mvs_edge_radius >= 0,
+             f"slam.mvs_edge_radius must be >= 0 (0 turns edge refinement off), got {self.mvs_edge_radius}")
+        need(self.mvs_edge_planes >= 3, f"slam.mvs_edge_planes must be >= 3, got {self.mvs_edge_planes}")
+        need(self.mvs_edge_jump > 0 and self.mvs_edge_colour_scale > 0,
+             f"slam.mvs_edge_jump and slam.mvs_edge_colour_scale must be > 0, got {self.mvs_edge_jump} and "
+             f"{self.mvs_edge_colour_scale}")
+        need(self.fuse_dynamic_margin_px >= 0 and self.fuse_dynamic_frames >= 0,
+             "slam.fuse_dynamic_margin_px and slam.fuse_dynamic_frames must be >= 0, got "
+             f"{self.fuse_dynamic_margin_px} and {self.fuse_dynamic_frames}")

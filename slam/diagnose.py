@@ -22,9 +22,9 @@ line per run.
     .venv/bin/python -m slam.diagnose edit --fix none --gauge truth --config configs/loop.yaml
 
 ``--gauge truth`` also moves round 0's result, before fusion, by the similarity that best fits
-its tracked cameras to the generator's actual ones (:func:`similarity_to_truth`; the depth is
+its tracked cameras to the generator's actual ones (rotation first, then scale and offset; the depth is
 scaled with it): the first clip's placement, which the commanded cameras set and no pixel-only
-SLAM can observe (README, "Where the revisit gap goes"). Everything downstream (memory, the
+SLAM can observe (docs/revisit-gap.md). Everything downstream (memory, the
 cameras of colour sources and retrieval) follows from the moved result. ``--gauge slam`` (the
 default) leaves it.
 
@@ -56,47 +56,22 @@ FIXES = ("none", "truth", "values", "holes", "gross", "gross-band", "gross-outsi
 
 GAUGES = ("slam", "truth")
 
-__all__ = ["FIXES", "GAUGES", "depth_edge_band", "depth_report", "edit_depth", "similarity_to_truth"]
 
+class DiagnoseError(RuntimeError):
+    """A diagnostic cannot run on this run or config; the message says why."""
 
-def similarity_to_truth(T_est: np.ndarray, T_true: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """The similarity ``x -> s R x + t`` that best maps estimated cameras onto true ones.
-
-    ``R`` is the rotation closest to the mean of ``R_true R_est^T`` (chordal mean), then ``s`` and
-    ``t`` fit the camera centres in least squares given ``R``. Rotations first: the centres of
-    one clip lie almost on a line, which leaves a rotation fitted to them alone (Umeyama)
-    undetermined about that line.
-
-    Args:
-        T_est, T_true: ``(N, 4, 4)`` camera-to-world poses, ``N >= 2``.
-
-    Returns:
-        ``(s, R (3, 3), t (3,))``; ``s = 1`` when the centres coincide.
-    """
-    T_est = np.asarray(T_est, np.float64)
-    T_true = np.asarray(T_true, np.float64)
-    if T_est.shape != T_true.shape or T_est.ndim != 3 or T_est.shape[1:] != (4, 4) or len(T_est) < 2:
-        raise ValueError(f"similarity_to_truth: need two (N, 4, 4) pose arrays with N >= 2, got "
-                         f"{T_est.shape} and {T_true.shape}")
-    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", T_true[:, :3, :3], T_est[:, :3, :3]))
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
-    c_est = T_est[:, :3, 3] @ R.T
-    c_true = T_true[:, :3, 3]
-    a = c_est - c_est.mean(0)
-    b = c_true - c_true.mean(0)
-    aa = float((a * a).sum())
-    s = float((a * b).sum() / aa) if aa > 1e-12 else 1.0
-    return s, R, c_true.mean(0) - s * c_est.mean(0)
+__all__ = ["DiagnoseError", "FIXES", "GAUGES", "depth_edge_band", "depth_report", "edit_depth"]
 
 
 def _place_by_truth(res, T_true: np.ndarray) -> dict:
-    """Move a clip's SLAM result (in place) by :func:`similarity_to_truth` of its tracked frames."""
-    from spatia_py.geometry import rotation_angle_deg
+    """Move a clip's SLAM result (in place) by the similarity that best maps its tracked cameras
+    onto the true ones (:func:`~spatia_py.geometry.similarity_from_poses`)."""
+    from spatia_py.geometry import rotation_angle_deg, similarity_from_poses
 
     k = np.flatnonzero(res.tracked)
     if len(k) < 2:
-        raise RuntimeError(f"--gauge truth needs at least two tracked frames in round 0, got {len(k)}")
-    s, R, t = similarity_to_truth(res.T_world_cam[k], T_true[k])
+        raise DiagnoseError(f"--gauge truth needs at least two tracked frames in round 0, got {len(k)}")
+    s, R, t = similarity_from_poses(res.T_world_cam[k], T_true[k])
     before = np.linalg.norm(res.T_world_cam[k, :3, 3] - T_true[k, :3, 3], axis=1)
     # In place: SLAM keeps views of these poses (its history for the next clip's stereo sources).
     T = res.T_world_cam
@@ -152,6 +127,7 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
 
 def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> dict:
     """Per-round keyframe-depth statistics of a finished run against its ground truth."""
+    from spatia_py.metrics import depth_errors
     from spatia_py.rundir import RunDir, RunDirError
 
     rd = RunDir(run)
@@ -168,14 +144,16 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
             raise RunDirError(
                 f"round {r} of {run} has no ground truth; run with eval.ground_truth_metrics=true on the "
                 "procedural world")
-        n_ref = n_cov = n_bad = n_bad_band = n_band = 0
-        absrel = []
         keyframes = [k for k in rec.slam.keyframes if rec.slam.tracked[k]]
+        if not keyframes:
+            out["rounds"].append({"round": r, "keyframes": 0, "coverage": 0.0})
+            continue
+        # Median abs-rel and coverage exactly as metrics.json computes them; the rest per keyframe.
+        errs = depth_errors(rec.slam.depth[keyframes], gt.static_depth[keyframes], ~gt.dynamic_masks[keyframes])
+        n_cov = n_bad = n_bad_band = n_band = 0
         for k in keyframes:
             d, sd = rec.slam.depth[k], gt.static_depth[k]
-            ref = (sd > 0) & ~gt.dynamic_masks[k]
-            cov = ref & (d > 0)
-            n_ref += int(ref.sum())
+            cov = (sd > 0) & ~gt.dynamic_masks[k] & (d > 0)
             if not cov.any():
                 continue
             ratio = d[cov] / sd[cov]
@@ -185,15 +163,14 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
             n_bad += int((e > gross).sum())
             n_bad_band += int(((e > gross) & band).sum())
             n_band += int(band.sum())
-            absrel.append(np.abs(ratio - 1.0))
         if not n_cov:
             out["rounds"].append({"round": r, "keyframes": len(keyframes), "coverage": 0.0})
             continue
         out["rounds"].append({
             "round": r,
             "keyframes": len(keyframes),
-            "coverage": round(n_cov / n_ref, 4),
-            "absrel_median": round(float(np.median(np.concatenate(absrel))), 5),
+            "coverage": round(errs["coverage"], 4),
+            "absrel_median": round(errs["absrel_median"], 5),
             "gross_fraction": round(n_bad / n_cov, 4),
             "band_fraction_of_pixels": round(n_band / n_cov, 4),
             "gross_share_in_band": round(n_bad_band / max(n_bad, 1), 3),
@@ -227,7 +204,7 @@ def run_edited(cfg, out: Path, fix: str, rounds: set[int] | None, *, gross: floa
         res = process(frames, cameras, memory, round_index, **kw)
         gt = state.get("gt")
         if gt is None:
-            raise RuntimeError("the generator returned no ground truth; slam.diagnose edit needs the procedural world")
+            raise DiagnoseError("the generator returned no ground truth; slam.diagnose edit needs the procedural world")
         if gauge == "truth" and round_index == 0:  # before the depth edit: true depth needs no scaling
             state["gauge"] = _place_by_truth(res, gt.T_world_cam)
         if rounds is None or round_index in rounds:
@@ -309,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_points": int(m["memory_points_per_round"][-1]),
         }))
         return 0
-    except (ConfigError, RunDirError, PipelineError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DiagnoseError, RunDirError, PipelineError, FileNotFoundError, ValueError) as e:
         print(f"slam.diagnose: {e}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ up to the local affine distortion of the window.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -79,7 +80,10 @@ def _box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
     return c[..., window:] - c[..., :-window]
 
 
-_COUNTS: dict = {}
+@functools.lru_cache(maxsize=32)
+def _box_counts(H: int, W: int, window: int) -> torch.Tensor:
+    """Pixels inside the image under each ``window x window`` box (cached per size; never written to)."""
+    return _box_sum(torch.ones((H, W)), window)
 
 
 def _box(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -89,10 +93,7 @@ def _box(x: torch.Tensor, window: int) -> torch.Tensor:
     ``avg_pool2d(count_include_pad=False)`` up to float32 rounding.
     """
     H, W = x.shape[-2:]
-    key = (H, W, window)
-    if key not in _COUNTS:
-        _COUNTS[key] = _box_sum(torch.ones((H, W)), window)
-    return _box_sum(x, window) / _COUNTS[key]
+    return _box_sum(x, window) / _box_counts(int(H), int(W), int(window))
 
 
 def normalize_local(img: torch.Tensor, window: int, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,7 +61,17 @@ from slam.mvs import (
 from slam.photometric import align_to_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
 from spatia_py.conditioning import fill_enclosed_holes
-from spatia_py.geometry import Camera, invert_pose, pose_distance, rotation_angle_deg, transform_points, unproject_depth
+from spatia_py.geometry import (
+    Camera,
+    GeometryError,
+    invert_pose,
+    pose_distance,
+    rotation_angle_deg,
+    similarity_from_poses,
+    transform_points,
+    unproject_depth,
+)
+from spatia_py.parallel import usable_cpu_count
 from spatia_py.types import SlamResult
 
 __all__ = ["VisualSlam"]
@@ -97,12 +107,12 @@ def _torch_threads(n: int):
 
 class _Workers:
     """Threads for independent tasks: ``map`` returns results in input order and re-raises a task's
-    exception. Serial with one worker or one task; the pool is re-made after a fork."""
+    exception. Serial with one worker or one task; the pool is made on first use (again after a
+    fork or :meth:`close`)."""
 
     def __init__(self, n: int) -> None:
         if n <= 0:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            n = min(4, cpus)
+            n = min(4, usable_cpu_count())
         self.n = n
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
@@ -130,13 +140,11 @@ class _Workers:
             wait(futures)
             raise
 
-
-def _average_rotation(Rs: np.ndarray) -> np.ndarray:
-    """Chordal L2 mean of rotations ``(n, 3, 3)``."""
-    U, _, Vt = np.linalg.svd(Rs.sum(0))
-    D = np.eye(3)
-    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    return U @ D @ Vt
+    def close(self) -> None:
+        """Stop the threads (a later ``map`` starts new ones)."""
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool = None
 
 
 def _upsample_mask(m: np.ndarray, H: int, W: int) -> np.ndarray:
@@ -202,30 +210,9 @@ class VisualSlam:
                 f"VisualSlam runs slam.mode='visual', got {cfg.mode!r} (oracle SLAM is the pipeline's "
                 "explicit ground-truth path)"
             )
-        if cfg.depth_source not in ("pixels", "generator"):
-            raise ValueError(f"slam.depth_source must be 'pixels' or 'generator', got {cfg.depth_source!r}")
+        cfg.check()
         if not voxel_size > 0:
             raise ValueError(f"voxel_size must be > 0 metres, got {voxel_size}")
-        if cfg.keyframe_stride < 1:
-            raise ValueError(f"slam.keyframe_stride must be >= 1, got {cfg.keyframe_stride}")
-        if cfg.mvs_min_baseline_frac < 0:
-            raise ValueError(f"slam.mvs_min_baseline_frac must be >= 0 (0 keeps all sources), got {cfg.mvs_min_baseline_frac}")
-        for name in ("mvs_fallback_min_fraction", "keyframe_confirm_min_fraction"):
-            if not 0.0 <= getattr(cfg, name) <= 1.0:
-                raise ValueError(f"slam.{name} must be in [0, 1], got {getattr(cfg, name)}")
-        if any(not isinstance(o, int) or o == 0 for o in cfg.mvs_fallback_offsets):
-            raise ValueError(
-                f"slam.mvs_fallback_offsets must be non-zero integer frame offsets, got {cfg.mvs_fallback_offsets}"
-            )
-        if cfg.mvs_window % 2 != 1:
-            raise ValueError(f"slam.mvs_window must be odd, got {cfg.mvs_window}")
-        if cfg.mvs_smooth_window != 0 and cfg.mvs_smooth_window % 2 != 1:
-            raise ValueError(f"slam.mvs_smooth_window must be 0 (off) or odd, got {cfg.mvs_smooth_window}")
-        if cfg.fuse_dynamic_margin_px < 0 or cfg.fuse_dynamic_frames < 0:
-            raise ValueError(
-                "slam.fuse_dynamic_margin_px and slam.fuse_dynamic_frames must be >= 0, got "
-                f"{cfg.fuse_dynamic_margin_px} and {cfg.fuse_dynamic_frames}"
-            )
         self.cfg = cfg
         self.voxel_size = float(voxel_size)
         self._history: list[tuple[np.ndarray, np.ndarray]] = []
@@ -384,6 +371,10 @@ class VisualSlam:
     def reset(self) -> None:
         """Forget the state carried between clips (e.g. after a discontinuous camera jump)."""
         self._history = []
+
+    def close(self) -> None:
+        """Stop the worker threads; a later :meth:`process` starts them again."""
+        self._workers.close()
 
     # ------------------------------------------------------------------------------------------
     # validation and memory access
@@ -549,17 +540,14 @@ class VisualSlam:
         target = T_est if mem_anchor else T_cmd
         # World rotation from the orientations (far tighter than from centres on a short path),
         # then scale and offset from the centres with that rotation fixed.
-        Rw = _average_rotation(np.einsum("nij,nkj->nik", target[anchors, :3, :3], T_sfm[anchors, :3, :3]))
-        c_s = T_sfm[anchors, :3, 3] @ Rw.T
-        c_t = target[anchors, :3, 3]
-        a, b = c_s - c_s.mean(0), c_t - c_t.mean(0)
-        denom = float((a * a).sum())
-        if denom < 1e-12 or np.ptp(c_t, axis=0).max() < 0.02:
+        try:
+            if np.ptp(target[anchors, :3, 3], axis=0).max() < 0.02:
+                raise GeometryError("the anchor cameras barely move")
+            s, Rw, tw = similarity_from_poses(T_sfm[anchors], target[anchors])
+        except GeometryError:
             for i in np.nonzero(~tracked)[0]:
                 info["failures"][str(int(i))] = "no parallax in the clip to fix the scale (camera only rotates)"
             return
-        s = float((a * b).sum() / denom)
-        tw = c_t.mean(0) - s * c_s.mean(0)
         Sim = np.eye(4)
         Sim[:3, :3] = Rw
         T_w = np.einsum("ij,njk->nik", Sim, T_sfm)

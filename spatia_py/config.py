@@ -297,20 +297,14 @@ def validate_config(cfg: RunConfig) -> None:
     need(0 < cfg.path.fov_x_deg < 180, f"path.fov_x_deg must be in (0, 180), got {cfg.path.fov_x_deg}")
     need(cfg.path.fps > 0, f"path.fps must be > 0, got {cfg.path.fps}")
     need(cfg.memory.voxel_size > 0, f"memory.voxel_size must be > 0 metres, got {cfg.memory.voxel_size}")
-    need(cfg.slam.mode in ("visual", "oracle"), f"slam.mode must be 'visual' or 'oracle', got {cfg.slam.mode!r}")
-    need(cfg.slam.depth_source in ("pixels", "generator"),
-         f"slam.depth_source must be 'pixels' or 'generator', got {cfg.slam.depth_source!r}")
+    try:
+        cfg.slam.check()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     need(not (cfg.slam.depth_source == "generator" and cfg.slam.mode == "visual"
               and cfg.generator.backend == "procedural" and not cfg.generator.procedural.hand_over_depth),
          "slam.depth_source=generator needs depth from the generator, and the procedural one hands it over "
          "only with generator.procedural.hand_over_depth=true; set that or use slam.depth_source=pixels")
-    need(cfg.slam.mvs_edge_radius >= 0, f"slam.mvs_edge_radius must be >= 0 (0 turns edge refinement off), "
-         f"got {cfg.slam.mvs_edge_radius}")
-    need(cfg.slam.workers >= 0, f"slam.workers must be >= 0 (0 = one per CPU core, 1 = serial), got {cfg.slam.workers}")
-    need(cfg.slam.mvs_edge_planes >= 3, f"slam.mvs_edge_planes must be >= 3, got {cfg.slam.mvs_edge_planes}")
-    need(cfg.slam.mvs_edge_jump > 0 and cfg.slam.mvs_edge_colour_scale > 0,
-         f"slam.mvs_edge_jump and slam.mvs_edge_colour_scale must be > 0, got {cfg.slam.mvs_edge_jump} and "
-         f"{cfg.slam.mvs_edge_colour_scale}")
     need(cfg.generator.backend in ("procedural",),
          f"generator.backend must be 'procedural' (the embedded stand-in world model), got {cfg.generator.backend!r}")
     need(cfg.generator.procedural.scene in ("room", "courtyard"),

@@ -44,6 +44,7 @@ __all__ = [
     "se3_exp",
     "interpolate_pose",
     "umeyama",
+    "similarity_from_poses",
     "orbit_path",
     "dolly_path",
     "look_around_path",
@@ -434,6 +435,44 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     R = U @ D @ Vt
     s = float(np.trace(np.diag(S) @ D) / var_s) if with_scale else 1.0
     return s, R, mu_d - s * R @ mu_s
+
+
+def similarity_from_poses(T_src: np.ndarray, T_dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity ``x -> s R x + t`` that best maps cameras ``T_src`` onto ``T_dst``, rotation first.
+
+    ``R`` is the chordal L2 mean of ``R_dst R_src^T``; then ``s`` and ``t`` fit the camera centres
+    in least squares with ``R`` fixed. The orientations fix the rotation far more tightly than the
+    centres of a short clip, which lie almost on a line and leave a rotation fitted to them alone
+    (:func:`umeyama`) undetermined about that line.
+
+    Args:
+        T_src, T_dst: ``(N, 4, 4)`` camera-to-world poses of the same cameras, ``N >= 2``.
+
+    Returns:
+        ``(s, R (3, 3), t (3,))``: the moved pose has rotation ``R @ R_src`` and centre ``s R c_src + t``.
+
+    Raises:
+        GeometryError: mismatched shapes, fewer than 2 poses, or coinciding source centres (the
+            scale is then undetermined).
+    """
+    T_src = np.asarray(T_src, np.float64)
+    T_dst = np.asarray(T_dst, np.float64)
+    if T_src.shape != T_dst.shape or T_src.ndim != 3 or T_src.shape[1:] != (4, 4) or len(T_src) < 2:
+        raise GeometryError(
+            f"similarity_from_poses: need two (N, 4, 4) pose arrays with N >= 2, got {T_src.shape} and {T_dst.shape}"
+        )
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", T_dst[:, :3, :3], T_src[:, :3, :3]))
+    D = np.eye(3)
+    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
+    R = U @ D @ Vt
+    c_src = T_src[:, :3, 3] @ R.T
+    c_dst = T_dst[:, :3, 3]
+    a, b = c_src - c_src.mean(0), c_dst - c_dst.mean(0)
+    aa = float((a * a).sum())
+    if aa < 1e-12:
+        raise GeometryError("similarity_from_poses: the source camera centres coincide; the scale is undetermined")
+    s = float((a * b).sum() / aa)
+    return s, R, c_dst.mean(0) - s * c_src.mean(0)
 
 
 def intrinsics_from_fov(width: int, height: int, fov_x_deg: float) -> np.ndarray:

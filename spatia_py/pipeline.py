@@ -452,11 +452,12 @@ class RoundLoop:
                     bar.update(1)
         except BaseException:
             self._close_writer(quiet=True)  # the rounds before the failed one stay committed
+            if self._slam is not None:
+                self._slam.close()
             raise
         finally:
             if bar is not None:
                 bar.close()
-        self._close_writer()
         return self.finish()
 
     def _close_writer(self, quiet: bool = False) -> None:
@@ -474,9 +475,13 @@ class RoundLoop:
                 self._writer = None
 
     def finish(self) -> dict:
+        """Write the walkthrough, the final memory and ``metrics.json`` once the rounds are done (the
+        checkpoint writer and SLAM's worker threads stop first)."""
         from render.video import write_video
 
-        self.wait_checkpoint()
+        self._close_writer()
+        if self._slam is not None:
+            self._slam.close()
         rd = self.run_dir
         frames = np.concatenate([r.frames for r in self.records])
         write_video(rd.root / "walkthrough.mp4", frames, self.path.fps)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from spatia_py.cli import main
 from spatia_py.geometry import orbit_path, save_path
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
 
 

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from test_pipeline import ROOT, TINY  # the tiny round-loop settings the pipeline tests use
+from helpers import ROOT, TINY
 
-from slam.diagnose import _place_by_truth, depth_edge_band, depth_report, edit_depth, main, similarity_to_truth
-from spatia_py.geometry import so3_exp
+from slam.diagnose import _place_by_truth, depth_edge_band, depth_report, edit_depth, main
+from spatia_py.geometry import similarity_from_poses, so3_exp
 from spatia_py.types import SlamResult
 
 
@@ -77,7 +77,7 @@ def random_poses(rng, n):
     return T
 
 
-def test_similarity_to_truth_recovers_a_known_gauge():
+def test_similarity_from_poses_recovers_a_known_gauge():
     rng = np.random.default_rng(0)
     true = random_poses(rng, 12)
     # The estimate is the truth seen through a known similarity: x_est = s0 R0 x_true + t0.
@@ -85,7 +85,7 @@ def test_similarity_to_truth_recovers_a_known_gauge():
     est = true.copy()
     est[:, :3, :3] = R0 @ true[:, :3, :3]
     est[:, :3, 3] = s0 * true[:, :3, 3] @ R0.T + t0
-    s, R, t = similarity_to_truth(est, true)
+    s, R, t = similarity_from_poses(est, true)
     assert abs(s * s0 - 1) < 1e-9 and np.allclose(R, R0.T, atol=1e-9) and np.allclose(s * R @ t0 + t, 0, atol=1e-9)
     # A clip result moved by it lands on the truth; its depth scales with it; untracked frames do not vote.
     H, W = 4, 5
@@ -100,7 +100,7 @@ def test_similarity_to_truth_recovers_a_known_gauge():
     assert np.allclose(res.T_world_cam[tracked], true[tracked], atol=1e-9)
     assert np.allclose(res.depth, 2.0 * s) and info["centre_error_after_m_rms"] < 1e-9
     with pytest.raises(ValueError, match="N >= 2"):
-        similarity_to_truth(est[:1], true[:1])
+        similarity_from_poses(est[:1], true[:1])
 
 
 def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):

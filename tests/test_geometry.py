@@ -172,3 +172,23 @@ def test_build_path_errors():
         G.build_path("spiral", 8, 64, 48, 60, 24, {})
     with pytest.raises(G.GeometryError, match="bad parameters"):
         G.build_path("orbit", 8, 64, 48, 60, 24, {"centre": [0, 0, 0]})
+
+
+def test_similarity_from_poses_is_rotation_first_and_rejects_degenerate_input():
+    rng = np.random.default_rng(3)
+    n = 8
+    T = np.tile(np.eye(4), (n, 1, 1))
+    for i in range(n):
+        T[i, :3, :3] = G.so3_exp(rng.normal(scale=0.3, size=3))
+    # Centres on an exact line: a centre-only fit (Umeyama) cannot fix the roll about it.
+    T[:, :3, 3] = np.linspace(0, 1, n)[:, None] * [1.0, 0.0, 0.0]
+    s0, R0, t0 = 0.98, G.so3_exp(np.array([0.3, -0.2, 0.1])), np.array([0.5, -1.0, 2.0])
+    T2 = T.copy()
+    T2[:, :3, :3] = R0 @ T[:, :3, :3]
+    T2[:, :3, 3] = s0 * T[:, :3, 3] @ R0.T + t0
+    s, R, t = G.similarity_from_poses(T, T2)
+    assert abs(s - s0) < 1e-9 and np.allclose(R, R0, atol=1e-9) and np.allclose(t, t0, atol=1e-9)
+    with pytest.raises(G.GeometryError, match="coincide"):
+        G.similarity_from_poses(np.tile(np.eye(4), (3, 1, 1)), np.tile(np.eye(4), (3, 1, 1)))
+    with pytest.raises(G.GeometryError, match="N >= 2"):
+        G.similarity_from_poses(T[:1], T2[:1])

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, TINY
 
 from spatia_py.cli import main
 from spatia_py.config import ConfigError, load_config
 from spatia_py.memory import SpatialMemory
 from spatia_py.pipeline import PipelineError, RoundLoop
 from spatia_py.rundir import RunDir
-
-ROOT = Path(__file__).resolve().parents[1]
-# Visual SLAM needs some resolution to find features: 320x200 is the smallest that tracks reliably.
-TINY = ["path.width=320", "path.height=200", "path.n_frames=16", "frames_per_round=8", "memory.voxel_size=0.03",
-        "generator.procedural.n_actors=1"]
 
 METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_psnr_db_by_first_round", "revisit_ssim",
                "memory_points_per_round", "timings_s", "frames", "ate_rmse_m", "path_length_m", "rot_err_median_deg", "depth_absrel_median",
@@ -76,8 +72,10 @@ def test_generator_depth_source(tmp_path):
                  "slam.depth_source=generator"]) == 2
     assert not (tmp_path / "none").exists()
     # With it, visual SLAM tracks from pixels but fuses the backend's depth: keyframe depth is exact.
-    m = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true"),
-                  tmp_path / "run", progress=False).run()
+    loop = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true"),
+                     tmp_path / "run", progress=False)
+    m = loop.run()
+    assert loop._writer is None and loop.slam._workers._pool is None  # no thread outlives the run
     assert m["slam"] == "visual"
     assert m["depth_absrel_median"] < 1e-6 and m["depth_coverage"] > 0.95
     assert m["memory_points_per_round"][-1] > 0

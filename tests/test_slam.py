@@ -510,6 +510,11 @@ def test_process_validates_inputs():
         VisualSlam(SlamConfig(mode="oracle"), 0.01)
     with pytest.raises(ValueError, match="fuse_dynamic_margin_px"):
         VisualSlam(SlamConfig(fuse_dynamic_margin_px=-1), 0.01)
+    # Configs built directly (slam.benchmark, slam.eval_fountain, the API) get the run config's checks.
+    for bad, field in [({"mvs_edge_planes": 2}, "mvs_edge_planes"), ({"workers": -1}, "workers"),
+                       ({"mvs_edge_radius": -1}, "mvs_edge_radius")]:
+        with pytest.raises(ValueError, match=f"slam.{field} must be"):
+            VisualSlam(SlamConfig(**bad), 0.01)
     with pytest.raises(ValueError, match="commit"):
         slam.process(frames, cams, SpatialMemory(0.01), 0, commit=4)
 

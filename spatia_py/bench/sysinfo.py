@@ -70,10 +70,9 @@ def git_info(repo: Path = _REPO) -> dict:
 
 def machine_info() -> dict:
     """CPU model, cores, RAM, OS, Python and library versions, torch threads, git commit, load average."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
+    from spatia_py.parallel import usable_cpu_count
+
+    usable = usable_cpu_count()
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
         "cpu_cores_logical": os.cpu_count(),
