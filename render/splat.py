@@ -671,6 +671,9 @@ class _HelperThread:
 
 
 _HELPER = _HelperThread()
+if hasattr(os, "register_at_fork"):
+    # A lock another thread held at fork() stays held in the child: give the child a fresh one.
+    os.register_at_fork(after_in_child=lambda: setattr(_HELPER, "lock", threading.Lock()))
 
 
 def _min_filter_3x3_flat(a: np.ndarray, row_length: int) -> np.ndarray:

@@ -241,8 +241,9 @@ class SlamConfig:
     """Only pixels at least this confident carve free space."""
 
     def check(self) -> None:
-        """Value checks that types alone cannot express, for every way a config is built (the run
-        config's ``slam`` section, ``slam.eval_fountain``, ``slam.benchmark``, the Python API).
+        """Value checks that types alone cannot express. ``validate_config`` runs them on the run
+        config's ``slam`` section and :class:`~slam.VisualSlam` on whatever config it is given
+        (``slam.eval_fountain``, ``slam.benchmark`` and API users build ``SlamConfig`` directly).
 
         Raises:
             ValueError: naming the ``slam.`` field, the allowed values and the value given.
@@ -264,9 +265,10 @@ class SlamConfig:
             need(0.0 <= getattr(self, name) <= 1.0, f"slam.{name} must be in [0, 1], got {getattr(self, name)}")
         need(all(isinstance(o, int) and o != 0 for o in self.mvs_fallback_offsets),
              f"slam.mvs_fallback_offsets must be non-zero integer frame offsets, got {self.mvs_fallback_offsets}")
-        need(self.mvs_window % 2 == 1, f"slam.mvs_window must be odd, got {self.mvs_window}")
-        need(self.mvs_smooth_window == 0 or self.mvs_smooth_window % 2 == 1,
-             f"slam.mvs_smooth_window must be 0 (off) or odd, got {self.mvs_smooth_window}")
+        need(self.mvs_window >= 1 and self.mvs_window % 2 == 1,
+             f"slam.mvs_window must be a positive odd number, got {self.mvs_window}")
+        need(self.mvs_smooth_window == 0 or (self.mvs_smooth_window > 0 and self.mvs_smooth_window % 2 == 1),
+             f"slam.mvs_smooth_window must be 0 (off) or a positive odd number, got {self.mvs_smooth_window}")
         need(self.mvs_edge_radius >= 0,
              f"slam.mvs_edge_radius must be >= 0 (0 turns edge refinement off), got {self.mvs_edge_radius}")
         need(self.mvs_edge_planes >= 3, f"slam.mvs_edge_planes must be >= 3, got {self.mvs_edge_planes}")

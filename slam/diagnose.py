@@ -66,12 +66,15 @@ __all__ = ["DiagnoseError", "FIXES", "GAUGES", "depth_edge_band", "depth_report"
 def _place_by_truth(res, T_true: np.ndarray) -> dict:
     """Move a clip's SLAM result (in place) by the similarity that best maps its tracked cameras
     onto the true ones (:func:`~spatia_py.geometry.similarity_from_poses`)."""
-    from spatia_py.geometry import rotation_angle_deg, similarity_from_poses
+    from spatia_py.geometry import GeometryError, rotation_angle_deg, similarity_from_poses
 
     k = np.flatnonzero(res.tracked)
     if len(k) < 2:
         raise DiagnoseError(f"--gauge truth needs at least two tracked frames in round 0, got {len(k)}")
-    s, R, t = similarity_from_poses(res.T_world_cam[k], T_true[k])
+    try:
+        s, R, t = similarity_from_poses(res.T_world_cam[k], T_true[k])
+    except GeometryError as e:
+        raise DiagnoseError(f"--gauge truth: round 0's tracked cameras do not move, so no scale can be fitted ({e})") from None
     before = np.linalg.norm(res.T_world_cam[k, :3, 3] - T_true[k, :3, 3], axis=1)
     # In place: SLAM keeps views of these poses (its history for the next clip's stereo sources).
     T = res.T_world_cam

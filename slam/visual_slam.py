@@ -141,7 +141,7 @@ class _Workers:
             raise
 
     def close(self) -> None:
-        """Stop the threads (a later ``map`` starts new ones)."""
+        """Stop the threads (a later ``map`` starts new ones). Not while a ``map`` runs."""
         if self._pool is not None and self._pid == os.getpid():
             self._pool.shutdown(wait=True)
         self._pool = None
@@ -373,7 +373,8 @@ class VisualSlam:
         self._history = []
 
     def close(self) -> None:
-        """Stop the worker threads; a later :meth:`process` starts them again."""
+        """Stop the worker threads; a later :meth:`process` starts them again. Not while
+        :meth:`process` runs."""
         self._workers.close()
 
     # ------------------------------------------------------------------------------------------

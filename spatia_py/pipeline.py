@@ -451,14 +451,23 @@ class RoundLoop:
                                         f"fuse {t.get('fuse', 0):.1f}s")
                     bar.update(1)
         except BaseException:
-            self._close_writer(quiet=True)  # the rounds before the failed one stay committed
-            if self._slam is not None:
-                self._slam.close()
+            self.close(quiet=True)  # the rounds before the failed one stay committed
             raise
         finally:
             if bar is not None:
                 bar.close()
         return self.finish()
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the checkpoint in flight, then stop the checkpoint writer and SLAM's worker
+        threads (a later round starts them again). :meth:`run` and :meth:`finish` call it; call it
+        yourself when driving :meth:`run_round` without :meth:`finish`. ``quiet``: log a write
+        error instead of raising it (another error is on its way)."""
+        try:
+            self._close_writer(quiet=quiet)
+        finally:
+            if self._slam is not None:
+                self._slam.close()
 
     def _close_writer(self, quiet: bool = False) -> None:
         """Wait for the checkpoint in flight and stop the writer thread. ``quiet``: another error is
@@ -475,13 +484,11 @@ class RoundLoop:
                 self._writer = None
 
     def finish(self) -> dict:
-        """Write the walkthrough, the final memory and ``metrics.json`` once the rounds are done (the
-        checkpoint writer and SLAM's worker threads stop first)."""
+        """Write the walkthrough, the final memory and ``metrics.json`` once the rounds are done
+        (:meth:`close` runs first)."""
         from render.video import write_video
 
-        self._close_writer()
-        if self._slam is not None:
-            self._slam.close()
+        self.close()
         rd = self.run_dir
         frames = np.concatenate([r.frames for r in self.records])
         write_video(rd.root / "walkthrough.mp4", frames, self.path.fps)

@@ -72,10 +72,21 @@ def test_generator_depth_source(tmp_path):
                  "slam.depth_source=generator"]) == 2
     assert not (tmp_path / "none").exists()
     # With it, visual SLAM tracks from pixels but fuses the backend's depth: keyframe depth is exact.
-    loop = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true"),
-                     tmp_path / "run", progress=False)
+    loop = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true",
+                                 "slam.workers=2"), tmp_path / "run", progress=False)
+    names = set()
+    process = loop.slam.process
+
+    def process_and_look(*args, **kwargs):
+        out = process(*args, **kwargs)
+        names.update(t.name.split("_")[0] for t in threading.enumerate())
+        return out
+
+    loop.slam.process = process_and_look
     m = loop.run()
-    assert loop._writer is None and loop.slam._workers._pool is None  # no thread outlives the run
+    # SLAM's worker threads and the checkpoint writer ran, and neither outlives the run.
+    assert {"slam", "checkpoint"} <= names
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("slam", "checkpoint"))]
     assert m["slam"] == "visual"
     assert m["depth_absrel_median"] < 1e-6 and m["depth_coverage"] > 0.95
     assert m["memory_points_per_round"][-1] > 0
