@@ -649,14 +649,14 @@ class _HelperThread:
             skip = not self.enabled or self.renders_off > 0
             if skip:
                 self.renders_off = max(self.renders_off - 1, 0)
+            else:
+                new_thread = self.pool is None or self.pool_pid != os.getpid()
+                if new_thread:
+                    self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render_points")
+                    self.pool_pid = os.getpid()
         if skip:
             work()
             return
-        with self.lock:
-            new_thread = self.pool is None or self.pool_pid != os.getpid()
-            if new_thread:
-                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render_points")
-                self.pool_pid = os.getpid()
         start = time.perf_counter()
         helper = self.pool.submit(helper_work)
         cpu = work()

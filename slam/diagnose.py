@@ -66,7 +66,7 @@ __all__ = ["DiagnoseError", "FIXES", "GAUGES", "depth_edge_band", "depth_report"
 def _place_by_truth(res, T_true: np.ndarray) -> dict:
     """Move a clip's SLAM result (in place) by the similarity that best maps its tracked cameras
     onto the true ones (:func:`~spatia_py.geometry.similarity_from_poses`)."""
-    from spatia_py.geometry import GeometryError, rotation_angle_deg, similarity_from_poses
+    from spatia_py.geometry import GeometryError, apply_similarity, rotation_angle_deg, similarity_from_poses
 
     k = np.flatnonzero(res.tracked)
     if len(k) < 2:
@@ -78,7 +78,7 @@ def _place_by_truth(res, T_true: np.ndarray) -> dict:
     before = np.linalg.norm(res.T_world_cam[k, :3, 3] - T_true[k, :3, 3], axis=1)
     # In place: SLAM keeps views of these poses (its history for the next clip's stereo sources).
     T = res.T_world_cam
-    T[:, :3, 3] = s * T[:, :3, 3] @ R.T + t
+    T[:, :3, 3] = apply_similarity(s, R, t, T[:, :3, 3])
     T[:, :3, :3] = R @ T[:, :3, :3]
     res.depth *= np.float32(s)
     moved = np.linalg.norm(T[k, :3, 3] - T_true[k, :3, 3], axis=1)

@@ -56,6 +56,7 @@ from slam.mvs import (
     neighbour_support,
     refine_depth_edges,
     resize_area,
+    resize_depth,
     sweep_coarse_to_fine,
 )
 from slam.photometric import align_to_template, scale_K
@@ -911,8 +912,8 @@ class VisualSlam:
                 "supported": round(float(supported.float().mean()), 3),
             }
             dk = torch.where(confirmed | supported, dk, torch.zeros_like(dk))
-            full = F.interpolate(dk[None, None], size=(H, W), mode="nearest")[0, 0].numpy()
-            cfull = F.interpolate(conf[None, None], size=(H, W), mode="nearest")[0, 0].numpy()
+            full = resize_depth(dk, H, W).numpy()
+            cfull = resize_depth(conf, H, W).numpy()
             md = d["mem_depth"]
             if md is not None:
                 # Reuse the memory where it explains the frame, and snap swept depth that agrees with
@@ -1098,7 +1099,7 @@ class VisualSlam:
                 cand &= torch.from_numpy(mem_small <= 0)
             raw, edges = refine_depth_edges(
                 raw, cand, resize_area(gray[k], hs, ws),
-                resize_area(np.ascontiguousarray(frames[k].transpose(2, 0, 1)) / np.float32(255), hs, ws).permute(1, 2, 0),
+                resize_area(frames[k].transpose(2, 0, 1) / np.float32(255), hs, ws).permute(1, 2, 0),
                 resize_area(src_gray, hs, ws), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
                 n_planes=cfg.mvs_edge_planes, colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
                 min_texture=cfg.mvs_min_texture,

@@ -45,6 +45,7 @@ __all__ = [
     "interpolate_pose",
     "umeyama",
     "similarity_from_poses",
+    "apply_similarity",
     "orbit_path",
     "dolly_path",
     "look_around_path",
@@ -435,6 +436,11 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     R = U @ D @ Vt
     s = float(np.trace(np.diag(S) @ D) / var_s) if with_scale else 1.0
     return s, R, mu_d - s * R @ mu_s
+
+
+def apply_similarity(s: float, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``s R p + t`` for points ``(N, 3)`` (float64)."""
+    return s * np.asarray(points, dtype=np.float64) @ R.T + t
 
 
 def similarity_from_poses(T_src: np.ndarray, T_dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -245,10 +245,9 @@ class RoundLoop:
         for i in done:
             self._add_record(rd.read_round(i))
             self.memory_points.append(int(rd.read_round_meta(i)["memory_stats"].get("points", 0)))
-            vis = rd.round_dir(i) / "visibility.npz"
-            if vis.is_file():
-                z = np.load(vis)
-                self.reference_index.add_arrays(dict(z), self.estimated_cameras)
+            vis = rd.read_visibility(i)
+            if vis is not None:
+                self.reference_index.add_arrays(vis, self.estimated_cameras)
         if done:
             self.memory = SpatialMemory.load(rd.memory_version_path(done[-1]))
             log.info("resume: %d completed round(s) restored from %s", len(done), rd.root)
@@ -410,7 +409,7 @@ class RoundLoop:
         try:
             pending.result()
         finally:
-            if pending.done():  # an interrupted wait (Ctrl-C) leaves it for _close_writer
+            if pending.done():  # an interrupted wait (Ctrl-C) leaves it for close()
                 self._pending = None
 
     # whole run ---------------------------------------------------------------------------------
@@ -464,15 +463,6 @@ class RoundLoop:
         yourself when driving :meth:`run_round` without :meth:`finish`. ``quiet``: log a write
         error instead of raising it (another error is on its way)."""
         try:
-            self._close_writer(quiet=quiet)
-        finally:
-            if self._slam is not None:
-                self._slam.close()
-
-    def _close_writer(self, quiet: bool = False) -> None:
-        """Wait for the checkpoint in flight and stop the writer thread. ``quiet``: another error is
-        on its way, so a write error is logged instead of raised."""
-        try:
             self.wait_checkpoint()
         except Exception:
             if not quiet:
@@ -482,6 +472,8 @@ class RoundLoop:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
+            if self._slam is not None:
+                self._slam.close()
 
     def finish(self) -> dict:
         """Write the walkthrough, the final memory and ``metrics.json`` once the rounds are done

@@ -300,5 +300,13 @@ class RunDir:
                            ground_truth=gt, timings_s=meta.get("timings_s", {}),
                            memory_stats=meta.get("memory_stats", {}))
 
+    def read_visibility(self, i: int) -> dict | None:
+        """Round ``i``'s reference index arrays (``visibility.npz``), or ``None`` if it has none."""
+        path = self.round_dir(i) / "visibility.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return dict(z)
+
     def read_round_meta(self, i: int) -> dict:
         return json.loads((self.round_dir(i) / "round.json").read_text())

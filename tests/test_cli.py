@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import DEMO, ROOT
 
 from spatia_py.cli import main
 from spatia_py.geometry import orbit_path, save_path
-
-DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def run_cli(capsys, *argv):

@@ -1,12 +1,12 @@
 """Config presets, overrides and their errors."""
 
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from spatia_py.config import ConfigError, RunConfig, config_to_dict, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))

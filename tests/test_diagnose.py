@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import ROOT, TINY
+from helpers import DEMO, TINY
 
 from slam.diagnose import _place_by_truth, depth_edge_band, depth_report, edit_depth, main
 from spatia_py.geometry import similarity_from_poses, so3_exp
@@ -106,14 +106,14 @@ def test_similarity_from_poses_recovers_a_known_gauge():
 def test_edit_then_report_on_a_tiny_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["edit", "--fix", "values", "--rounds", "0", "--gauge", "truth", "--config",
-                 str(ROOT / "configs" / "demo.yaml"), "--out", str(out), *TINY]) == 0
+                 str(DEMO), "--out", str(out), *TINY]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert np.isfinite(printed["revisit_psnr_db"])
     # Round 0's tracked cameras were moved closer to the generator's actual ones.
     g = printed["gauge"]
     assert g["centre_error_after_m_rms"] < g["centre_error_before_m_rms"] and abs(g["scale"] - 1) < 0.05
     before = sorted(p.name for p in out.rglob("*"))
-    assert main(["edit", "--fix", "values", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(out),
+    assert main(["edit", "--fix", "values", "--config", str(DEMO), "--out", str(out),
                  *TINY]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert sorted(p.name for p in out.rglob("*")) == before  # nothing overwritten
@@ -130,11 +130,11 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["depth", str(tmp_path)]) == 2
     assert "no completed round" in capsys.readouterr().err
-    assert main(["edit", "--fix", "values", "--config", str(ROOT / "configs" / "demo.yaml"), "slam.mode=oracle"]) == 2
+    assert main(["edit", "--fix", "values", "--config", str(DEMO), "slam.mode=oracle"]) == 2
     assert "slam.mode" in capsys.readouterr().err
     assert main(["edit", "--fix", "values", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
-    assert main(["edit", "--fix", "values", "--rounds", "7", "--config", str(ROOT / "configs" / "demo.yaml"),
+    assert main(["edit", "--fix", "values", "--rounds", "7", "--config", str(DEMO),
                  "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "0 to 1" in capsys.readouterr().err and not (tmp_path / "r").exists()
     for argv, name in ((["edit", "--fix", "values", "--rounds", "zero"], "--rounds"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, TINY
+from helpers import DEMO, TINY
 
 from spatia_py.cli import main
 from spatia_py.config import ConfigError, load_config
@@ -21,7 +21,7 @@ METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_psnr_db_by_first_ro
 
 
 def tiny_config(*extra):
-    return load_config(ROOT / "configs" / "demo.yaml", TINY + list(extra))
+    return load_config(DEMO, TINY + list(extra))
 
 
 def check_run_dir(out: Path, n_rounds: int) -> dict:
@@ -44,7 +44,7 @@ def check_run_dir(out: Path, n_rounds: int) -> dict:
 
 def test_two_rounds_visual_slam(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(out), "--no-progress",
+    assert main(["run", "--config", str(DEMO), "--out", str(out), "--no-progress",
                  *TINY]) == 0
     m = check_run_dir(out, 2)
     assert m["slam"] == "visual" and m["memory"] is True
@@ -68,7 +68,7 @@ def test_generator_depth_source(tmp_path):
     # Without depth from the backend: a clear error naming both ways out, before anything runs.
     with pytest.raises(ConfigError, match="hand_over_depth=true"):
         tiny_config("slam.depth_source=generator")
-    assert main(["run", "--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(tmp_path / "none"),
+    assert main(["run", "--config", str(DEMO), "--out", str(tmp_path / "none"),
                  "slam.depth_source=generator"]) == 2
     assert not (tmp_path / "none").exists()
     # With it, visual SLAM tracks from pixels but fuses the backend's depth: keyframe depth is exact.

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spatia_py.geometry import Camera, rotation_angle_deg, umeyama
+from spatia_py.geometry import Camera, apply_similarity, rotation_angle_deg, umeyama
 from spatia_py.memory import SpatialMemory
 
 __all__ = [
@@ -78,11 +78,6 @@ def _ratio(peer: float | None, ours: float | None) -> float | None:
 # --------------------------------------------------------------------------------------------
 # similarity alignment (evaluation of trajectories without a metric frame)
 # --------------------------------------------------------------------------------------------
-
-
-def apply_similarity(s: float, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``s R p + t`` for points ``(N, 3)``."""
-    return s * np.asarray(points, dtype=np.float64) @ R.T + t
 
 
 def sim3_aligned_errors(T_world_cam_est: np.ndarray, T_world_cam_gt: np.ndarray) -> dict:
