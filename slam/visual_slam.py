@@ -38,6 +38,7 @@ never kept), used as extra stereo sources for the first keyframes of the next cl
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -109,7 +110,7 @@ def _torch_threads(n: int):
 class _Workers:
     """Threads for independent tasks: ``map`` returns results in input order and re-raises a task's
     exception. Serial with one worker or one task; the pool is made on first use (again after a
-    fork or :meth:`close`)."""
+    fork or :meth:`close`). :meth:`close` while a ``map`` runs is an error, not a race."""
 
     def __init__(self, n: int) -> None:
         if n <= 0:
@@ -117,35 +118,48 @@ class _Workers:
         self.n = n
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
+        self._lock = threading.Lock()
+        self._active = 0
 
     def map(self, fn, items) -> list:
         items = list(items)
         if self.n <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
-        if self._pool is None or self._pid != os.getpid():
-            self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
-            self._pid = os.getpid()
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
+                self._pid = os.getpid()
+                self._active = 0  # a forked child inherits the parent's count, not its maps
+            pool = self._pool
+            self._active += 1
         n_torch = torch.get_num_threads()
 
         def task(x):
             torch.set_num_threads(n_torch)  # a pool thread keeps its own count: use the caller's
             return fn(x)
 
-        futures = [self._pool.submit(task, x) for x in items]
         try:
-            return [f.result() for f in futures]
-        except BaseException:
-            # No task outlives the call (they write into the caller's arrays).
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise
+            futures = [pool.submit(task, x) for x in items]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                # No task outlives the call (they write into the caller's arrays).
+                for f in futures:
+                    f.cancel()
+                wait(futures)
+                raise
+        finally:
+            with self._lock:
+                self._active -= 1
 
     def close(self) -> None:
-        """Stop the threads (a later ``map`` starts new ones). Not while a ``map`` runs."""
-        if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=True)
-        self._pool = None
+        """Stop the threads (a later ``map`` starts new ones); raises while a ``map`` runs."""
+        with self._lock:
+            if self._active:
+                raise RuntimeError("VisualSlam.close() called while SLAM is processing a clip; close it after process() returns")
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=True)
 
 
 def _upsample_mask(m: np.ndarray, H: int, W: int) -> np.ndarray:

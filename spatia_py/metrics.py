@@ -226,8 +226,12 @@ def _status_split(first: np.ndarray, warped: np.ndarray, valid: np.ndarray, code
     compared pixels and their part of the MSE."""
     err = ((first.astype(np.float64) - warped) ** 2).mean(-1)
     n = max(int(valid.sum()), 1)
-    return {name: {"pixels": float((valid & (code == c)).sum() / n), "mse": float(err[valid & (code == c)].sum() / n)}
-            for c, name in enumerate(CONDITIONING_STATUS) if c > 0}
+    out = {}
+    for c, name in enumerate(CONDITIONING_STATUS):
+        if c > 0:
+            m = valid & (code == c)
+            out[name] = {"pixels": float(m.sum() / n), "mse": float(err[m].sum() / n)}
+    return out
 
 
 def revisit_error_split(per_pair: list[dict], round_of_frame: np.ndarray) -> dict:

@@ -667,3 +667,61 @@ def test_state_for_the_next_clip_comes_from_committed_frames():
     assert len(slam._history) == min(n_hist, 8)
     np.testing.assert_array_equal(slam._history[-1][0], gray[-1])
     np.testing.assert_array_equal(slam._history[-1][1], res.T_world_cam[-1])
+
+
+def test_first_clip_whose_commanded_camera_only_rotates_is_reported_untracked():
+    """The first round takes its scale from the commanded path: when that path only rotates, no
+    frame may be placed (even though the pixels have parallax) and nothing is fused."""
+    size = (320, 240)
+    actual = orbit_cameras(8, step_deg=4.0, size=size)
+    frames = np.stack([render_room(c.T_world_cam, size=size)[0] for c in actual])
+    centre = actual[0].T_world_cam[:3, 3]
+    cmd = []
+    for c in actual:
+        T = c.T_world_cam.copy()
+        T[:3, 3] = centre  # same orientations, no translation
+        cmd.append(Camera(c.K, c.width, c.height, T))
+    cfg = small_cfg()
+    res = VisualSlam(cfg, 0.01).process(frames, cmd, SpatialMemory(0.01), 0)
+    assert "init_pair" in res.info["sfm"] and "error" not in res.info["sfm"]  # the reconstruction itself worked
+    assert not res.tracked.any()
+    assert all("camera only rotates" in res.info["failures"][str(i)] for i in range(len(frames))), res.info["failures"]
+    mem = SpatialMemory(0.01)
+    assert fuse_clip(mem, frames, res, cmd, 0, cfg)["added"] == 0 and len(mem) == 0
+
+
+def test_workers_refuse_to_close_while_mapping_and_restart_after_close():
+    import threading
+
+    from slam.visual_slam import _Workers
+
+    workers = _Workers(2)
+    started, release = threading.Event(), threading.Event()
+    errors = []
+
+    ran_on = set()
+
+    def task(x):
+        ran_on.add(threading.current_thread())
+        started.set()
+        release.wait(10)
+        return x * 2
+
+    def close_while_busy():
+        started.wait(10)
+        try:
+            workers.close()
+        except RuntimeError as e:
+            errors.append(str(e))
+        finally:
+            release.set()
+
+    closer = threading.Thread(target=close_while_busy)
+    closer.start()
+    assert workers.map(task, [1, 2, 3]) == [2, 4, 6]
+    closer.join()
+    assert len(errors) == 1 and "while SLAM is processing" in errors[0]
+    workers.close()  # idle: stops the threads
+    assert ran_on and threading.current_thread() not in ran_on and not any(t.is_alive() for t in ran_on)
+    assert workers.map(lambda x: x + 1, [1, 2]) == [2, 3]  # a new pool after close
+    workers.close()
