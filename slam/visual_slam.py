@@ -125,11 +125,11 @@ class _Workers:
         items = list(items)
         if self.n <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
+        self._forget_parent()
         with self._lock:
-            if self._pool is None or self._pid != os.getpid():
+            if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
                 self._pid = os.getpid()
-                self._active = 0  # a forked child inherits the parent's count, not its maps
             pool = self._pool
             self._active += 1
         n_torch = torch.get_num_threads()
@@ -154,12 +154,19 @@ class _Workers:
 
     def close(self) -> None:
         """Stop the threads (a later ``map`` starts new ones); raises while a ``map`` runs."""
+        self._forget_parent()
         with self._lock:
             if self._active:
                 raise RuntimeError("VisualSlam.close() called while SLAM is processing a clip; close it after process() returns")
             pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None:
             pool.shutdown(wait=True)
+
+    def _forget_parent(self) -> None:
+        """In a forked child (only the forking thread runs there), the parent's pool, lock and
+        count of running maps are not its own."""
+        if self._pool is not None and self._pid != os.getpid():
+            self._pool, self._lock, self._active = None, threading.Lock(), 0
 
 
 def _upsample_mask(m: np.ndarray, H: int, W: int) -> np.ndarray:
@@ -388,8 +395,8 @@ class VisualSlam:
         self._history = []
 
     def close(self) -> None:
-        """Stop the worker threads; a later :meth:`process` starts them again. Not while
-        :meth:`process` runs."""
+        """Stop the worker threads; a later :meth:`process` starts them again. Raises
+        ``RuntimeError`` while :meth:`process` runs on another thread."""
         self._workers.close()
 
     # ------------------------------------------------------------------------------------------
