@@ -639,7 +639,6 @@ class _HelperThread:
         self.renders_off = 0
         self.renders_helped = 0  # renders in which the helper thread took part (for benchmarks)
         self.pool: ThreadPoolExecutor | None = None
-        self.pool_pid = 0  # a forked child has the pool object but not its thread
         self.lock = threading.Lock()
 
     def run_alongside(self, work: Callable[[], float], helper_work: Callable[[], float]) -> None:
@@ -650,10 +649,9 @@ class _HelperThread:
             if skip:
                 self.renders_off = max(self.renders_off - 1, 0)
             else:
-                new_thread = self.pool is None or self.pool_pid != os.getpid()
+                new_thread = self.pool is None
                 if new_thread:
                     self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render_points")
-                    self.pool_pid = os.getpid()
         if skip:
             work()
             return
@@ -672,8 +670,13 @@ class _HelperThread:
 
 _HELPER = _HelperThread()
 if hasattr(os, "register_at_fork"):
-    # A lock another thread held at fork() stays held in the child: give the child a fresh one.
-    os.register_at_fork(after_in_child=lambda: setattr(_HELPER, "lock", threading.Lock()))
+    # A forked child has the pool object but not its thread, and a lock another thread held at
+    # fork() stays held there: give the child a fresh lock and no pool.
+    def _helper_after_fork() -> None:
+        _HELPER.lock = threading.Lock()
+        _HELPER.pool = None
+
+    os.register_at_fork(after_in_child=_helper_after_fork)
 
 
 def _min_filter_3x3_flat(a: np.ndarray, row_length: int) -> np.ndarray:

@@ -67,6 +67,7 @@ def _place_by_truth(res, T_true: np.ndarray) -> dict:
     """Move a clip's SLAM result (in place) by the similarity that best maps its tracked cameras
     onto the true ones (:func:`~spatia_py.geometry.similarity_from_poses`)."""
     from spatia_py.geometry import GeometryError, apply_similarity, rotation_angle_deg, similarity_from_poses
+    from spatia_py.metrics import ate_rmse
 
     k = np.flatnonzero(res.tracked)
     if len(k) < 2:
@@ -75,16 +76,15 @@ def _place_by_truth(res, T_true: np.ndarray) -> dict:
         s, R, t = similarity_from_poses(res.T_world_cam[k], T_true[k])
     except GeometryError as e:
         raise DiagnoseError(f"--gauge truth: round 0's tracked cameras do not move, so no scale can be fitted ({e})") from None
-    before = np.linalg.norm(res.T_world_cam[k, :3, 3] - T_true[k, :3, 3], axis=1)
+    before = ate_rmse(res.T_world_cam, T_true, res.tracked)
     # In place: SLAM keeps views of these poses (its history for the next clip's stereo sources).
     T = res.T_world_cam
     T[:, :3, 3] = apply_similarity(s, R, t, T[:, :3, 3])
     T[:, :3, :3] = R @ T[:, :3, :3]
     res.depth *= np.float32(s)
-    moved = np.linalg.norm(T[k, :3, 3] - T_true[k, :3, 3], axis=1)
     return {"scale": s, "rotation_deg": float(rotation_angle_deg(np.eye(3), R)),
-            "translation_m": np.round(t, 5).tolist(), "centre_error_before_m_rms": float(np.sqrt((before**2).mean())),
-            "centre_error_after_m_rms": float(np.sqrt((moved**2).mean()))}
+            "translation_m": np.round(t, 5).tolist(), "centre_error_before_m_rms": before,
+            "centre_error_after_m_rms": ate_rmse(T, T_true, res.tracked)}
 
 
 def depth_edge_band(static_depth: np.ndarray, band_px: int, jump: float = 0.05) -> np.ndarray:
@@ -148,11 +148,6 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
                 f"round {r} of {run} has no ground truth; run with eval.ground_truth_metrics=true on the "
                 "procedural world")
         keyframes = [k for k in rec.slam.keyframes if rec.slam.tracked[k]]
-        if not keyframes:
-            out["rounds"].append({"round": r, "keyframes": 0, "coverage": 0.0})
-            continue
-        # Median abs-rel and coverage exactly as metrics.json computes them; the rest per keyframe.
-        errs = depth_errors(rec.slam.depth[keyframes], gt.static_depth[keyframes], ~gt.dynamic_masks[keyframes])
         n_cov = n_bad = n_bad_band = n_band = 0
         for k in keyframes:
             d, sd = rec.slam.depth[k], gt.static_depth[k]
@@ -169,6 +164,8 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
         if not n_cov:
             out["rounds"].append({"round": r, "keyframes": len(keyframes), "coverage": 0.0})
             continue
+        # Median abs-rel and coverage exactly as metrics.json computes them; the rest per keyframe.
+        errs = depth_errors(rec.slam.depth[keyframes], gt.static_depth[keyframes], ~gt.dynamic_masks[keyframes])
         out["rounds"].append({
             "round": r,
             "keyframes": len(keyframes),

@@ -432,13 +432,13 @@ def cost_at_depth(
     T_src_ref: np.ndarray,
     depth: np.ndarray,
     *,
-    scale: float = 0.5,
     window: int = 7,
     top_k: int = 2,
     rel: float = 0.01,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Photometric check of given depths: the best ``1 - ZNCC`` within ``+-rel`` of each pixel's
-    depth (three hypotheses, best ``top_k`` sources averaged) and the local texture, at ``scale``.
+    depth (three hypotheses, best ``top_k`` sources averaged) and the local texture, at the
+    resolution of ``depth``.
 
     Args:
         ref_gray, src_gray, K, T_src_ref: as for :func:`sweep_coarse_to_fine` (full resolution).

@@ -192,14 +192,9 @@ def _resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _resize_area(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Area downsampling of ``(..., H, W, C)`` float images to ``(..., h, w, C)``."""
-    H, W = img.shape[-3:-1]
-    if (H, W) == (2 * h, 2 * w):
-        a = img.reshape(img.shape[:-3] + (h, 2, w, 2, img.shape[-1]))
-        return a.mean(axis=(-4, -2), dtype=np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(img, np.float32)).reshape(-1, H, W, img.shape[-1]).permute(0, 3, 1, 2)
-    out = F.interpolate(t, size=(h, w), mode="area").permute(0, 2, 3, 1).numpy()
-    return out.reshape(img.shape[:-3] + (h, w, img.shape[-1]))
+    """Area downsampling of ``(..., H, W, C)`` float images to ``float32 (..., h, w, C)``
+    (:func:`slam.mvs.resize_area` with the channels last)."""
+    return resize_area(np.moveaxis(img, -1, -3), h, w).movedim(-3, -1).numpy()
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -1120,7 +1115,7 @@ class VisualSlam:
                 cand &= torch.from_numpy(mem_small <= 0)
             raw, edges = refine_depth_edges(
                 raw, cand, resize_area(gray[k], hs, ws),
-                resize_area(frames[k].transpose(2, 0, 1) / np.float32(255), hs, ws).permute(1, 2, 0),
+                torch.from_numpy(_resize_area(frames[k] / np.float32(255), hs, ws)),
                 resize_area(src_gray, hs, ws), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
                 n_planes=cfg.mvs_edge_planes, colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
                 min_texture=cfg.mvs_min_texture,
@@ -1160,7 +1155,7 @@ class VisualSlam:
             if stack is not None:
                 src_gray, T_src_ref = stack
                 cost, tex = cost_at_depth(
-                    gray[k], src_gray, K, T_src_ref, np.where(new, df, 0.0), scale=s, window=cfg.mvs_window,
+                    gray[k], src_gray, K, T_src_ref, np.where(new, df, 0.0), window=cfg.mvs_window,
                     top_k=cfg.mvs_top_k,
                 )
                 ok = (cost.numpy() <= cfg.depth_fill_max_cost) | (tex.numpy() < cfg.depth_fill_flat_texture)

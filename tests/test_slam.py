@@ -561,11 +561,11 @@ def test_cost_at_depth_prefers_true_depth():
     T = np.eye(4)[None].copy()
     T[0, 0, 3] = -0.1
     inner = (slice(8, -8), slice(16, -16))
-    c_true, tex = cost_at_depth(ref, src, K, T, np.full((H, W), 2.0, np.float32), scale=1.0, window=7, top_k=1)
-    c_off, _ = cost_at_depth(ref, src, K, T, np.full((H, W), 2.4, np.float32), scale=1.0, window=7, top_k=1)
+    c_true, tex = cost_at_depth(ref, src, K, T, np.full((H, W), 2.0, np.float32), window=7, top_k=1)
+    c_off, _ = cost_at_depth(ref, src, K, T, np.full((H, W), 2.4, np.float32), window=7, top_k=1)
     assert float(c_true[inner].mean()) < 0.2 < float(c_off[inner].mean())
     assert float(tex[inner].mean()) > 0.01
-    c_none, _ = cost_at_depth(ref, src, K, T, np.zeros((H, W), np.float32), scale=1.0)
+    c_none, _ = cost_at_depth(ref, src, K, T, np.zeros((H, W), np.float32))
     assert bool((c_none == 2.0).all())
 
 
