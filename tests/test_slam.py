@@ -496,6 +496,33 @@ def test_bundle_adjust_and_triangulation_round_trip():
         assert dt < 1e-4 and dr < 1e-3
 
 
+def test_bundle_adjust_sums_and_schur_reduction_match_direct_computation():
+    from slam.bundle import _SchurReducer, _sum_rows
+
+    rng = np.random.default_rng(5)
+    n_cams, n_pts = 4, 37
+    obs_cam = rng.integers(0, n_cams, 300)
+    obs_pt = rng.integers(0, n_pts, 300)  # repeated (camera, point) pairs must add up too
+    vals = rng.normal(size=(300, 6, 3))
+    ref = np.zeros((n_cams, 6, 3))
+    np.add.at(ref, obs_cam, vals)
+    assert np.array_equal(_sum_rows(obs_cam, vals, n_cams), ref)  # same order of summation
+    Hinv = rng.normal(size=(n_pts, 3, 3))
+    dense = np.zeros((6 * n_cams, 3 * n_pts))
+    for c, p, v in zip(obs_cam, obs_pt, vals, strict=True):
+        dense[6 * c : 6 * c + 6, 3 * p : 3 * p + 3] += v
+    binv = np.zeros((3 * n_pts, 3 * n_pts))
+    for p in range(n_pts):
+        binv[3 * p : 3 * p + 3, 3 * p : 3 * p + 3] = Hinv[p]
+    expected = dense @ binv @ dense.T
+    HcpHinv = vals @ Hinv[obs_pt]
+    # One chunk, chunks of 5 points, one point per chunk.
+    for max_entries, n_chunks in ((1 << 22, 1), (18 * n_cams * 5, 8), (1, n_pts)):
+        red = _SchurReducer(n_cams, n_pts, obs_cam, obs_pt, max_entries=max_entries)
+        assert len(red.chunks) == n_chunks
+        np.testing.assert_allclose(red.reduce(vals, HcpHinv), expected, rtol=1e-10, atol=1e-10)
+
+
 def test_process_validates_inputs():
     cams = orbit_cameras(3)
     frames = np.zeros((3, H, W, 3), np.uint8)
