@@ -59,12 +59,17 @@ def verify_pairs(
     pairs: list[tuple[int, int]],
     max_error_px: float = 2.0,
     min_inliers: int = 30,
+    map_fn=None,
 ) -> dict:
     """Match and geometrically verify image pairs.
 
     Returns ``{(i, j): {"matches": int (K, 2), "T_j_i": (4, 4) unit-baseline relative pose or None,
     "tri_angle_deg": float}}`` for pairs with at least ``min_inliers`` geometric inliers; the pose
     is None (and the angle 0) when the pair is explained by a homography (too little parallax).
+
+    ``map_fn(fn, items) -> list`` (results in input order) may run the pairs concurrently:
+    pycolmap's two-view estimation releases the GIL, and each pair's RANSAC has its own fixed
+    seed, so the result does not depend on it. Default: one pair after another.
     """
     import pycolmap
 
@@ -74,11 +79,12 @@ def verify_pairs(
     opts.ransac.max_error = float(max_error_px)
     opts.min_num_inliers = int(min_inliers)
     opts.ransac.random_seed = 0
-    out = {}
-    for i, j in pairs:
+
+    def verify(pair):
+        i, j = pair
         m = match_features(features[i], features[j])
         if len(m) < min_inliers:
-            continue
+            return None
         geo = pycolmap.estimate_calibrated_two_view_geometry(
             pycolmap_camera(Ks[i], W, H),
             features[i].xy,
@@ -91,16 +97,19 @@ def verify_pairs(
         C = pycolmap.TwoViewGeometryConfiguration
         usable = (C.CALIBRATED, C.UNCALIBRATED, C.PLANAR, C.PANORAMIC, C.PLANAR_OR_PANORAMIC)
         if len(inl) < min_inliers or geo.config not in usable:
-            continue
+            return None
         # Small baselines are explained by a homography (planar / panoramic): the matches are
         # good for tracks, but only a calibrated essential-matrix pose can initialise.
         calibrated = geo.config == C.CALIBRATED
-        out[(i, j)] = {
+        return {
             "matches": inl,
             "T_j_i": rigid_to_T(geo.cam2_from_cam1) if calibrated else None,
             "tri_angle_deg": float(np.degrees(geo.tri_angle)) if calibrated else 0.0,
         }
-    return out
+
+    pairs = list(pairs)
+    results = [verify(p) for p in pairs] if map_fn is None else map_fn(verify, pairs)
+    return {pair: r for pair, r in zip(pairs, results, strict=True) if r is not None}
 
 
 @dataclass

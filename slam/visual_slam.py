@@ -537,7 +537,8 @@ class VisualSlam:
         with timer("sfm"):
             pairs = [(i, i + o) for o in cfg.sfm_pair_offsets for i in range(N) if i + o < N]
             ver = verify_pairs(
-                feats, Ks, (W, H), pairs, max_error_px=cfg.sfm_max_reproj_px, min_inliers=cfg.sfm_min_inliers
+                feats, Ks, (W, H), pairs, max_error_px=cfg.sfm_max_reproj_px, min_inliers=cfg.sfm_min_inliers,
+                map_fn=self._workers.map,
             )
             rec = incremental_sfm(
                 feats, Ks, (W, H), ver, min_pnp_inliers=cfg.sfm_min_inliers, max_reproj_px=cfg.sfm_max_reproj_px
