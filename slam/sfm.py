@@ -68,8 +68,9 @@ def verify_pairs(
     is None (and the angle 0) when the pair is explained by a homography (too little parallax).
 
     ``map_fn(fn, items) -> list`` (results in input order) may run the pairs concurrently:
-    pycolmap's two-view estimation releases the GIL, and each pair's RANSAC has its own fixed
-    seed, so the result does not depend on it. Default: one pair after another.
+    pycolmap's two-view estimation releases the GIL, and its RANSAC is re-seeded with the fixed
+    ``random_seed`` on every call, so the result does not depend on the threads. Default: one
+    pair after another.
     """
     import pycolmap
 

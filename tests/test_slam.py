@@ -497,6 +497,14 @@ def test_bundle_adjust_and_triangulation_round_trip():
     for a, b in zip(T_ba, T_cw, strict=True):
         dt, dr = pose_distance(a, b)
         assert dt < 1e-4 and dr < 1e-3
+    # Only points free (every camera fixed at the truth) and only cameras free (points fixed).
+    _, X_only, info = bundle_adjust(BaProblem(prob.K, T_cw, prob.points, prob.obs_cam, prob.obs_pt, obs_xy),
+                                    const_cams=np.ones(5, bool))
+    assert np.abs(X_only - X).max() < 1e-6 and info["cost_after"] < 1e-9
+    T_only, X_same, info = bundle_adjust(BaProblem(prob.K, noisy, X, prob.obs_cam, prob.obs_pt, obs_xy),
+                                         const_points=np.ones(len(X), bool))
+    assert np.array_equal(X_same, X) and info["cost_after"] < 1e-9
+    assert max(pose_distance(a, b)[0] for a, b in zip(T_only, T_cw, strict=True)) < 1e-6
 
 
 def test_bundle_adjust_sums_and_schur_reduction_match_direct_computation():
