@@ -130,7 +130,7 @@ def edit_depth(fix: str, depth: np.ndarray, static_depth: np.ndarray, dynamic_tr
 
 def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> dict:
     """Per-round keyframe-depth statistics of a finished run against its ground truth."""
-    from spatia_py.metrics import depth_errors
+    from spatia_py.pipeline import keyframe_depth_errors
     from spatia_py.rundir import RunDir, RunDirError
 
     rd = RunDir(run)
@@ -165,7 +165,7 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
             out["rounds"].append({"round": r, "keyframes": len(keyframes), "coverage": 0.0})
             continue
         # Median abs-rel and coverage exactly as metrics.json computes them; the rest per keyframe.
-        errs = depth_errors(rec.slam.depth[keyframes], gt.static_depth[keyframes], ~gt.dynamic_masks[keyframes])
+        errs = keyframe_depth_errors([rec])
         out["rounds"].append({
             "round": r,
             "keyframes": len(keyframes),

@@ -668,7 +668,7 @@ class VisualSlam:
                 )  # fmt: skip
                 good = (sw.cost <= 0.5 * cfg.mvs_max_cost) & (sw.texture >= cfg.mvs_min_texture)
                 d = torch.where(good, sw.depth, torch.zeros_like(sw.depth))
-                depth = F.interpolate(d[None, None], size=(H, W), mode="nearest")[0, 0].numpy()
+                depth = resize_depth(d, H, W).numpy()
                 aligned = []
                 for j in todo:
                     res = align_to_template(

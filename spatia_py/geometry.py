@@ -404,6 +404,16 @@ def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, s: float) -> np.ndarray:
     return T
 
 
+def _nearest_rotation(M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rotation nearest ``M (3, 3)`` in Frobenius norm: ``(R, singular values, D)`` with
+    ``R = U D V^T`` and ``D = diag(1, 1, +-1)`` making ``det R = +1``."""
+    U, S, Vt = np.linalg.svd(M)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1.0
+    return U @ D @ Vt, S, D
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity ``dst ≈ s R src + t`` (Umeyama 1991).
 
@@ -429,11 +439,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     var_s = float((a**2).sum() / len(src))
     if var_s <= 1e-18:
         raise ValueError("umeyama: source points coincide; a similarity is undetermined")
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        D[2, 2] = -1.0
-    R = U @ D @ Vt
+    R, S, D = _nearest_rotation(b.T @ a / len(src))
     s = float(np.trace(np.diag(S) @ D) / var_s) if with_scale else 1.0
     return s, R, mu_d - s * R @ mu_s
 
@@ -467,10 +473,7 @@ def similarity_from_poses(T_src: np.ndarray, T_dst: np.ndarray) -> tuple[float, 
         raise GeometryError(
             f"similarity_from_poses: need two (N, 4, 4) pose arrays with N >= 2, got {T_src.shape} and {T_dst.shape}"
         )
-    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", T_dst[:, :3, :3], T_src[:, :3, :3]))
-    D = np.eye(3)
-    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ D @ Vt
+    R = _nearest_rotation(np.einsum("nij,nkj->ik", T_dst[:, :3, :3], T_src[:, :3, :3]))[0]
     c_src = T_src[:, :3, 3] @ R.T
     c_dst = T_dst[:, :3, 3]
     a, b = c_src - c_src.mean(0), c_dst - c_dst.mean(0)

@@ -26,7 +26,7 @@ from spatia_py.rundir import RoundRecord, RunDir, atomic_write_json, atomic_writ
 from spatia_py.types import Clip, ConditioningMaps, GenerationRequest, SlamResult
 
 __all__ = ["PipelineError", "RoundLoop", "build_commanded_path", "make_generator", "oracle_slam",
-           "compute_metrics", "run", "summary_line", "load_run_config"]
+           "compute_metrics", "keyframe_depth_errors", "run", "summary_line", "load_run_config"]
 
 log = logging.getLogger("spatia")
 
@@ -243,8 +243,9 @@ class RoundLoop:
             log.info("resume: removed leftovers of an interrupted round: %s", ", ".join(p.name for p in removed))
         done = rd.completed_rounds()
         for i in done:
-            self._add_record(rd.read_round(i))
-            self.memory_points.append(int(rd.read_round_meta(i)["memory_stats"].get("points", 0)))
+            rec = rd.read_round(i)
+            self._add_record(rec)
+            self.memory_points.append(int(rec.memory_stats.get("points", 0)))
             vis = rd.read_visibility(i)
             if vis is not None:
                 self.reference_index.add_arrays(vis, self.estimated_cameras)
@@ -497,6 +498,27 @@ class RoundLoop:
 # --------------------------------------------------------------------------------------------
 
 
+def keyframe_depth_errors(records: list[RoundRecord]) -> dict | None:
+    """SLAM's depth on its tracked keyframes against the generator's static depth (dynamic pixels
+    excluded): :func:`spatia_py.metrics.depth_errors` over all ``records``, which must carry ground
+    truth; None when no round has a tracked keyframe."""
+    from spatia_py import metrics as M
+
+    kf_est, kf_gt, kf_static = [], [], []
+    for r in records:
+        g = r.ground_truth
+        kfs = [k for k in r.slam.keyframes if r.slam.tracked[k]]
+        if not kfs:
+            continue
+        sd = g.static_depth if g.static_depth is not None else g.depth
+        kf_est.append(r.slam.depth[kfs])
+        kf_gt.append(sd[kfs])
+        kf_static.append(~g.dynamic_masks[kfs])
+    if not kf_est:
+        return None
+    return M.depth_errors(np.concatenate(kf_est), np.concatenate(kf_gt), np.concatenate(kf_static))
+
+
 def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunConfig,
                     memory_points: list[int]) -> dict:
     """The ``metrics.json`` of a run (keys are a contract, see DESIGN.md and the README)."""
@@ -573,17 +595,8 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
         "rot_err_max_deg": float(np.max(rot)) if len(rot) else float("nan"),
         "commanded_ate_rmse_m": M.ate_rmse(T_cmd, T_gt),
     })
-    kf_est, kf_gt, kf_static = [], [], []
-    for r, g in zip(records, gts, strict=True):
-        kfs = [k for k in r.slam.keyframes if r.slam.tracked[k]]
-        if not kfs:
-            continue
-        sd = g.static_depth if g.static_depth is not None else g.depth
-        kf_est.append(r.slam.depth[kfs])
-        kf_gt.append(sd[kfs])
-        kf_static.append(~g.dynamic_masks[kfs])
-    if kf_est:
-        de = M.depth_errors(np.concatenate(kf_est), np.concatenate(kf_gt), np.concatenate(kf_static))
+    de = keyframe_depth_errors(records)
+    if de is not None:
         out["depth_absrel_median"] = de["absrel_median"]
         out["depth_coverage"] = de["coverage"]
     actors = np.concatenate([g.actor_positions for g in gts])

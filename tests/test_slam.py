@@ -508,7 +508,7 @@ def test_bundle_adjust_and_triangulation_round_trip():
 
 
 def test_bundle_adjust_sums_and_schur_reduction_match_direct_computation():
-    from slam.bundle import _SchurReducer, _sum_rows
+    from slam.bundle import _RowSums, _SchurReducer
 
     rng = np.random.default_rng(5)
     n_cams, n_pts = 4, 37
@@ -517,7 +517,7 @@ def test_bundle_adjust_sums_and_schur_reduction_match_direct_computation():
     vals = rng.normal(size=(300, 6, 3))
     ref = np.zeros((n_cams, 6, 3))
     np.add.at(ref, obs_cam, vals)
-    assert np.array_equal(_sum_rows(obs_cam, vals, n_cams), ref)  # same order of summation
+    assert np.array_equal(_RowSums(obs_cam, n_cams)(vals), ref)  # same order of summation
     Hinv = rng.normal(size=(n_pts, 3, 3))
     dense = np.zeros((6 * n_cams, 3 * n_pts))
     for c, p, v in zip(obs_cam, obs_pt, vals, strict=True):
