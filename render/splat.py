@@ -55,7 +55,6 @@ the two threads do not actually run in parallel switch it off for a while (``_He
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import threading
 import time
@@ -633,13 +632,20 @@ class _HelperThread:
     """
 
     def __init__(self) -> None:
-        from spatia_py.parallel import usable_cpu_count
+        from spatia_py.parallel import reset_after_fork, usable_cpu_count
 
         self.enabled = usable_cpu_count() > 1
         self.renders_off = 0
         self.renders_helped = 0  # renders in which the helper thread took part (for benchmarks)
         self.pool: ThreadPoolExecutor | None = None
         self.lock = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """A forked child has the pool object but not its thread, and a lock another thread held
+        at fork() stays held there: a fresh lock and no pool."""
+        self.lock = threading.Lock()
+        self.pool = None
 
     def run_alongside(self, work: Callable[[], float], helper_work: Callable[[], float]) -> None:
         """Run ``work`` here and, if useful, ``helper_work`` on the helper thread at once; return when
@@ -669,14 +675,6 @@ class _HelperThread:
 
 
 _HELPER = _HelperThread()
-if hasattr(os, "register_at_fork"):
-    # A forked child has the pool object but not its thread, and a lock another thread held at
-    # fork() stays held there: give the child a fresh lock and no pool.
-    def _helper_after_fork() -> None:
-        _HELPER.lock = threading.Lock()
-        _HELPER.pool = None
-
-    os.register_at_fork(after_in_child=_helper_after_fork)
 
 
 def _min_filter_3x3_flat(a: np.ndarray, row_length: int) -> np.ndarray:

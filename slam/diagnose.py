@@ -66,7 +66,7 @@ __all__ = ["DiagnoseError", "FIXES", "GAUGES", "depth_edge_band", "depth_report"
 def _place_by_truth(res, T_true: np.ndarray) -> dict:
     """Move a clip's SLAM result (in place) by the similarity that best maps its tracked cameras
     onto the true ones (:func:`~spatia_py.geometry.similarity_from_poses`)."""
-    from spatia_py.geometry import GeometryError, apply_similarity, rotation_angle_deg, similarity_from_poses
+    from spatia_py.geometry import GeometryError, apply_similarity_to_poses, rotation_angle_deg, similarity_from_poses
     from spatia_py.metrics import ate_rmse
 
     k = np.flatnonzero(res.tracked)
@@ -79,8 +79,7 @@ def _place_by_truth(res, T_true: np.ndarray) -> dict:
     before = ate_rmse(res.T_world_cam, T_true, res.tracked)
     # In place: SLAM keeps views of these poses (its history for the next clip's stereo sources).
     T = res.T_world_cam
-    T[:, :3, 3] = apply_similarity(s, R, t, T[:, :3, 3])
-    T[:, :3, :3] = R @ T[:, :3, :3]
+    T[...] = apply_similarity_to_poses(s, R, t, T)
     res.depth *= np.float32(s)
     return {"scale": s, "rotation_deg": float(rotation_angle_deg(np.eye(3), R)),
             "translation_m": np.round(t, 5).tolist(), "centre_error_before_m_rms": before,

@@ -37,7 +37,6 @@ never kept), used as extra stereo sources for the first keyframes of the next cl
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -73,7 +72,7 @@ from spatia_py.geometry import (
     transform_points,
     unproject_depth,
 )
-from spatia_py.parallel import usable_cpu_count
+from spatia_py.parallel import reset_after_fork, usable_cpu_count
 from spatia_py.types import SlamResult
 
 __all__ = ["VisualSlam"]
@@ -117,19 +116,17 @@ class _Workers:
             n = min(4, usable_cpu_count())
         self.n = n
         self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
         self._lock = threading.Lock()
         self._active = 0
+        reset_after_fork(self)
 
     def map(self, fn, items) -> list:
         items = list(items)
         if self.n <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
-        self._forget_parent()
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
-                self._pid = os.getpid()
             pool = self._pool
             self._active += 1
         n_torch = torch.get_num_threads()
@@ -154,7 +151,6 @@ class _Workers:
 
     def close(self) -> None:
         """Stop the threads (a later ``map`` starts new ones); raises while a ``map`` runs."""
-        self._forget_parent()
         with self._lock:
             if self._active:
                 raise RuntimeError("VisualSlam.close() called while SLAM is processing a clip; close it after process() returns")
@@ -162,11 +158,9 @@ class _Workers:
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def _forget_parent(self) -> None:
-        """In a forked child (only the forking thread runs there), the parent's pool, lock and
-        count of running maps are not its own."""
-        if self._pool is not None and self._pid != os.getpid():
-            self._pool, self._lock, self._active = None, threading.Lock(), 0
+    def _after_fork(self) -> None:
+        """In a forked child the parent's pool, lock and count of running maps are not its own."""
+        self._pool, self._lock, self._active = None, threading.Lock(), 0
 
 
 def _upsample_mask(m: np.ndarray, H: int, W: int) -> np.ndarray:

@@ -46,6 +46,7 @@ __all__ = [
     "umeyama",
     "similarity_from_poses",
     "apply_similarity",
+    "apply_similarity_to_poses",
     "orbit_path",
     "dolly_path",
     "look_around_path",
@@ -447,6 +448,15 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
 def apply_similarity(s: float, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``s R p + t`` for points ``(N, 3)`` (float64)."""
     return s * np.asarray(points, dtype=np.float64) @ R.T + t
+
+
+def apply_similarity_to_poses(s: float, R: np.ndarray, t: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
+    """Camera poses ``(N, 4, 4)`` moved by ``x -> s R x + t``: rotation ``R @ R_i``, centre
+    ``s R c_i + t`` (a new float64 array; the cameras' own frames are not scaled)."""
+    T = np.array(T_world_cam, dtype=np.float64)
+    T[..., :3, 3] = apply_similarity(s, R, t, T[..., :3, 3])
+    T[..., :3, :3] = R @ T[..., :3, :3]
+    return T
 
 
 def similarity_from_poses(T_src: np.ndarray, T_dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 
 import pytest
-from helpers import ROOT
+from helpers import DEMO, ROOT
 
 from spatia_py.config import ConfigError, RunConfig, config_to_dict, load_config
 
@@ -16,13 +16,13 @@ def test_presets_load(name):
 
 
 def test_overrides_and_shorthands():
-    cfg = load_config(CONFIGS / "demo.yaml", ["memory.voxel_size=0.02", "slam=oracle", "path.laps=3",
+    cfg = load_config(DEMO, ["memory.voxel_size=0.02", "slam=oracle", "path.laps=3",
                                                "generator.procedural.n_actors=0"])
     assert cfg.memory.voxel_size == 0.02
     assert cfg.slam.mode == "oracle"
     assert cfg.path.laps == 3
     assert cfg.generator.procedural.n_actors == 0
-    off = load_config(CONFIGS / "demo.yaml", ["memory=off"])
+    off = load_config(DEMO, ["memory=off"])
     assert off.memory.enabled is False
 
 
@@ -36,7 +36,7 @@ def test_memory_off_shorthand_in_yaml(tmp_path):
 def test_round_trip_through_dict(tmp_path):
     import yaml
 
-    cfg = load_config(CONFIGS / "demo.yaml")
+    cfg = load_config(DEMO)
     f = tmp_path / "resolved.yaml"
     f.write_text(yaml.safe_dump(config_to_dict(cfg)))
     assert config_to_dict(load_config(f)) == config_to_dict(cfg)
@@ -70,6 +70,6 @@ def test_missing_config_file(tmp_path):
 
 def test_bad_override():
     with pytest.raises(ConfigError, match="section.field=value"):
-        load_config(CONFIGS / "demo.yaml", ["memory.voxel_size"])
+        load_config(DEMO, ["memory.voxel_size"])
     with pytest.raises(ConfigError, match="unknown key"):
-        load_config(CONFIGS / "demo.yaml", ["memory.colour=red"])
+        load_config(DEMO, ["memory.colour=red"])

@@ -7,7 +7,7 @@ import pytest
 from helpers import DEMO, TINY
 
 from slam.diagnose import _place_by_truth, depth_edge_band, depth_report, edit_depth, main
-from spatia_py.geometry import so3_exp
+from spatia_py.geometry import apply_similarity_to_poses, so3_exp
 from spatia_py.types import SlamResult
 
 
@@ -83,9 +83,7 @@ def test_place_by_truth_moves_the_clip_result_onto_the_truth():
     true = random_poses(rng, 12)
     # The estimate is the truth seen through a known similarity: x_est = s0 R0 x_true + t0.
     s0, R0, t0 = 1.007, so3_exp(np.radians([0.1, -0.15, 0.05])), np.array([0.02, -0.01, 0.005])
-    est = true.copy()
-    est[:, :3, :3] = R0 @ true[:, :3, :3]
-    est[:, :3, 3] = s0 * true[:, :3, 3] @ R0.T + t0
+    est = apply_similarity_to_poses(s0, R0, t0, true)
     # Moved by the fit, a clip result lands on the truth; its depth scales with it; untracked
     # frames do not vote.
     H, W = 4, 5

@@ -183,9 +183,8 @@ def test_similarity_from_poses_is_rotation_first_and_rejects_degenerate_input():
     # Centres on an exact line: a centre-only fit (Umeyama) cannot fix the roll about it.
     T[:, :3, 3] = np.linspace(0, 1, n)[:, None] * [1.0, 0.0, 0.0]
     s0, R0, t0 = 0.98, G.so3_exp(np.array([0.3, -0.2, 0.1])), np.array([0.5, -1.0, 2.0])
-    T2 = T.copy()
-    T2[:, :3, :3] = R0 @ T[:, :3, :3]
-    T2[:, :3, 3] = s0 * T[:, :3, 3] @ R0.T + t0
+    T2 = G.apply_similarity_to_poses(s0, R0, t0, T)
+    assert np.allclose(T2[:, :3, :3], R0 @ T[:, :3, :3]) and np.allclose(T2[:, :3, 3], s0 * T[:, :3, 3] @ R0.T + t0)
     s, R, t = G.similarity_from_poses(T, T2)
     assert abs(s - s0) < 1e-9 and np.allclose(R, R0, atol=1e-9) and np.allclose(t, t0, atol=1e-9)
     with pytest.raises(G.GeometryError, match="coincide"):

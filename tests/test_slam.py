@@ -763,3 +763,39 @@ def test_workers_refuse_to_close_while_mapping_and_restart_after_close():
     assert ran_on and threading.current_thread() not in ran_on and not any(t.is_alive() for t in ran_on)
     assert workers.map(lambda x: x + 1, [1, 2]) == [2, 3]  # a new pool after close
     workers.close()
+
+
+def test_workers_start_afresh_in_a_forked_child():
+    import os
+    import signal
+    import threading
+
+    from render.splat import _HELPER
+    from slam.visual_slam import _Workers
+
+    workers = _Workers(2)
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(x):
+        started.set()
+        release.wait(10)
+        return x
+
+    busy = threading.Thread(target=lambda: workers.map(blocking, [1, 2]))
+    busy.start()
+    assert started.wait(10)
+    pid = os.fork()  # while another thread's map holds the pool and counts as running
+    if pid == 0:
+        signal.alarm(30)  # a child stuck on the parent's pool or lock dies instead of hanging the test
+        code = 1
+        try:
+            ok = workers.map(lambda x: x + 1, [1, 2, 3]) == [2, 3, 4]
+            workers.close()  # the parent's running map is not the child's: no error
+            code = 0 if ok and _HELPER.pool is None else 2
+        finally:
+            os._exit(code)
+    release.set()
+    busy.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    workers.close()
