@@ -37,9 +37,7 @@ never kept), used as extra stereo sources for the first keyframes of the next cl
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numpy as np
@@ -72,7 +70,7 @@ from spatia_py.geometry import (
     transform_points,
     unproject_depth,
 )
-from spatia_py.parallel import reset_after_fork, usable_cpu_count
+from spatia_py.parallel import Workers, torch_threads
 from spatia_py.types import SlamResult
 
 __all__ = ["VisualSlam"]
@@ -93,74 +91,6 @@ class _Timer:
         finally:
             self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
             self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
-
-
-@contextmanager
-def _torch_threads(n: int):
-    prev = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
-class _Workers:
-    """Threads for independent tasks: ``map`` returns results in input order and re-raises a task's
-    exception. Serial with one worker or one task; the pool is made on first use (again after a
-    fork or :meth:`close`). :meth:`close` while a ``map`` runs is an error, not a race."""
-
-    def __init__(self, n: int) -> None:
-        if n <= 0:
-            n = min(4, usable_cpu_count())
-        self.n = n
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self._active = 0
-        reset_after_fork(self)
-
-    def map(self, fn, items) -> list:
-        items = list(items)
-        if self.n <= 1 or len(items) <= 1:
-            return [fn(x) for x in items]
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="slam")
-            pool = self._pool
-            self._active += 1
-        n_torch = torch.get_num_threads()
-
-        def task(x):
-            torch.set_num_threads(n_torch)  # a pool thread keeps its own count: use the caller's
-            return fn(x)
-
-        try:
-            futures = [pool.submit(task, x) for x in items]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                # No task outlives the call (they write into the caller's arrays).
-                for f in futures:
-                    f.cancel()
-                wait(futures)
-                raise
-        finally:
-            with self._lock:
-                self._active -= 1
-
-    def close(self) -> None:
-        """Stop the threads (a later ``map`` starts new ones); raises while a ``map`` runs."""
-        with self._lock:
-            if self._active:
-                raise RuntimeError("VisualSlam.close() called while SLAM is processing a clip; close it after process() returns")
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-    def _after_fork(self) -> None:
-        """In a forked child the parent's pool, lock and count of running maps are not its own."""
-        self._pool, self._lock, self._active = None, threading.Lock(), 0
 
 
 def _upsample_mask(m: np.ndarray, H: int, W: int) -> np.ndarray:
@@ -228,7 +158,7 @@ class VisualSlam:
         self.voxel_size = float(voxel_size)
         self._history: list[tuple[np.ndarray, np.ndarray]] = []
         """Last frames of the previous clip: ``(gray float32 (H, W), T_world_cam (4, 4))``."""
-        self._workers = _Workers(cfg.workers)
+        self._workers = Workers(cfg.workers, "slam")
 
     # ------------------------------------------------------------------------------------------
     # public API
@@ -280,7 +210,7 @@ class VisualSlam:
                     f"VisualSlam.process: templates must be rgb {frames.shape} and depth {frames.shape[:3]} "
                     f"(the conditioning of these frames), got {np.shape(rgb_t)} and {np.shape(dep_t)}"
                 )
-        with _torch_threads(self.cfg.torch_threads):
+        with torch_threads(self.cfg.torch_threads):
             return self._process(frames, cameras, memory, round_index, depth, poses_known, templates,
                                  len(frames) if commit is None else commit)
 
@@ -386,7 +316,11 @@ class VisualSlam:
     def close(self) -> None:
         """Stop the worker threads; a later :meth:`process` starts them again. Raises
         ``RuntimeError`` while :meth:`process` runs on another thread."""
-        self._workers.close()
+        try:
+            self._workers.close()
+        except RuntimeError:
+            raise RuntimeError("VisualSlam.close() called while SLAM is processing a clip; "
+                               "close it after process() returns") from None
 
     # ------------------------------------------------------------------------------------------
     # validation and memory access

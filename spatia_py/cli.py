@@ -132,6 +132,7 @@ def cmd_render(args) -> int:
     from spatia_py.conditioning import MemoryRenderer
     from spatia_py.geometry import load_path
     from spatia_py.memory import SpatialMemory
+    from spatia_py.parallel import Workers
     from spatia_py.pipeline import load_run_config
     from spatia_py.rundir import RunDir
 
@@ -160,18 +161,31 @@ def cmd_render(args) -> int:
         raise CliError(f"cannot write to {out}: {e.strerror or e}") from None
     memory = SpatialMemory.load(mem_path)
     renderer = MemoryRenderer.from_config(memory, cfg, blend_colours=not args.hard)
-    frames = []
-    it = range(len(path))
-    if not args.no_progress:
-        from tqdm import tqdm
+    workers = Workers(cfg.render.workers, "render")
 
-        it = tqdm(it, desc="render", unit="frame")
-    for i in it:
+    def render_frame(i: int) -> np.ndarray:
         o = renderer.render(path[i])
         write_png(out / "rgb" / f"{i:04d}.png", o["rgb"])
         write_png(out / "validity" / f"{i:04d}.png", (np.clip(o["validity"], 0, 1) * 255).astype(np.uint8))
         np.save(out / "depth" / f"{i:04d}.npy", o["depth"].astype(np.float32))
-        frames.append(o["rgb"])
+        return o["rgb"]
+
+    frames: list[np.ndarray] = []
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(path), desc="render", unit="frame")
+    try:
+        batch = 4 * workers.n  # frames rendered in parallel between progress updates
+        for start in range(0, len(path), batch):
+            frames += workers.map(render_frame, range(start, min(start + batch, len(path))))
+            if progress is not None:
+                progress.update(len(frames) - progress.n)
+    finally:
+        workers.close()
+        if progress is not None:
+            progress.close()
     write_video(out / "render.mp4", np.stack(frames), path.fps)
     covered = float(np.mean([f.any(-1).mean() for f in frames]))
     print(f"spatia: rendered {len(path)} frames of {mem_path.name} ({len(memory):,} points, "

@@ -73,38 +73,43 @@ def fill_enclosed_holes(rgb: np.ndarray, depth: np.ndarray, validity: np.ndarray
     if valid.all() or not valid.any():
         return rgb, depth, validity
     H, W = depth.shape
-    inv = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
-    col = rgb.astype(np.float32)
-    rows = np.arange(H)[:, None]
-    cols = np.arange(W)[None, :]
-    ests, cs, ok = [], [], ~valid
+    # Enclosure along rows and columns first; the interpolations then only at the enclosed pixels.
+    ends, ok = [], ~valid
     for axis in (1, 0):
         a, ha = _nearest_valid_along(valid, axis, False)
         b, hb = _nearest_valid_along(valid, axis, True)
-        pos = cols if axis == 1 else rows
+        pos = np.arange(W)[None, :] if axis == 1 else np.arange(H)[:, None]
         da, db = pos - a, b - pos
         ok &= ha & hb & (da + db <= max_gap_px)
-        a_c = np.clip(a, 0, (W if axis == 1 else H) - 1)
-        b_c = np.clip(b, 0, (W if axis == 1 else H) - 1)
+        ends.append((a, b, da, db))
+    vs, us = np.nonzero(ok)
+    if len(vs) == 0:
+        return rgb, depth, validity
+    inv = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
+    col = rgb.astype(np.float32)
+    ests, cs = [], []
+    for axis, (a, b, da, db) in zip((1, 0), ends, strict=True):
+        a, b, da, db = a[vs, us], b[vs, us], da[vs, us], db[vs, us]
         if axis == 1:
-            ia, ib, ca, cb = inv[rows, a_c], inv[rows, b_c], col[rows, a_c], col[rows, b_c]
+            ia, ib, ca, cb = inv[vs, a], inv[vs, b], col[vs, a], col[vs, b]
         else:
-            ia, ib, ca, cb = inv[a_c, cols], inv[b_c, cols], col[a_c, cols], col[b_c, cols]
+            ia, ib, ca, cb = inv[a, us], inv[b, us], col[a, us], col[b, us]
         wa = db / np.maximum(da + db, 1)  # linear interpolation weights
         ests.append(wa * ia + (1 - wa) * ib)
         # colour: nearer endpoints weigh more (inverse distance)
         ua, ub = 1.0 / np.maximum(da, 1), 1.0 / np.maximum(db, 1)
         cs.append((ua[..., None] * ca + ub[..., None] * cb, ua + ub))
     e0, e1 = ests
-    ok &= (e0 > 0) & (e1 > 0) & (np.abs(e0 - e1) <= plane_rel_tol * np.maximum(e0, e1))
-    if not ok.any():
+    keep = (e0 > 0) & (e1 > 0) & (np.abs(e0 - e1) <= plane_rel_tol * np.maximum(e0, e1))
+    if not keep.any():
         return rgb, depth, validity
-    est = 0.5 * (e0 + e1)
-    c = (cs[0][0] + cs[1][0]) / (cs[0][1] + cs[1][1])[..., None]
+    vs, us = vs[keep], us[keep]
+    est = 0.5 * (e0[keep] + e1[keep])
+    c = (cs[0][0][keep] + cs[1][0][keep]) / (cs[0][1][keep] + cs[1][1][keep])[..., None]
     rgb, depth, validity = rgb.copy(), depth.copy(), validity.copy()
-    rgb[ok] = np.clip(np.rint(c[ok]), 0, 255).astype(np.uint8)
-    depth[ok] = (1.0 / est[ok]).astype(depth.dtype)
-    validity[ok] = fill_validity
+    rgb[vs, us] = np.clip(np.rint(c), 0, 255).astype(np.uint8)
+    depth[vs, us] = (1.0 / est).astype(depth.dtype)
+    validity[vs, us] = fill_validity
     return rgb, depth, validity
 
 
@@ -336,7 +341,7 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
                         frames_by_index=None, estimated_cameras: dict[int, Camera] | None = None,
                         exclude: set[int] | None = None, fill_holes: bool = True,
                         colour_frames: int = 0, colour_depth_tol_rel: float = 0.03,
-                        colour_max_diff: float = 0.06) -> ConditioningMaps:
+                        colour_max_diff: float = 0.06, map_fn=None) -> ConditioningMaps:
     """Render the memory along ``cameras`` and retrieve reference frames.
 
     Args:
@@ -353,19 +358,26 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
             (:func:`colour_from_frames`; needs ``reference_index`` entries indexed with depth and
             ``frames_by_index``); 0 keeps the memory's own colours.
         colour_depth_tol_rel, colour_max_diff: see :func:`colour_from_frames`.
+        map_fn: ``map_fn(fn, cameras) -> list`` in order, to render the views in parallel (e.g.
+            :meth:`spatia_py.parallel.Workers.map`; ``frames_by_index`` must then be thread-safe for
+            reading); None renders them one after another. The result does not depend on it.
     """
-    outs = [renderer.render(c) for c in cameras]
-    if colour_frames > 0 and reference_index is not None and frames_by_index is not None:
-        for o, cam in zip(outs, cameras, strict=True):
+    colour = colour_frames > 0 and reference_index is not None and frames_by_index is not None
+
+    def one_view(cam: Camera) -> tuple[dict, tuple]:
+        o = renderer.render(cam)
+        if colour:
             d = o["depth"][o["depth"] > 0]
-            if d.size == 0:
-                continue
-            sources = frame_colour_sources(reference_index, cam, frames_by_index, colour_frames, float(np.median(d)))
+            sources = frame_colour_sources(reference_index, cam, frames_by_index, colour_frames,
+                                           float(np.median(d))) if d.size else []
             if sources:
                 o["rgb"], _ = colour_from_frames(o, cam, renderer.memory, sources, depth_tol_rel=colour_depth_tol_rel,
                                                  max_colour_diff=colour_max_diff)
-    filled = [fill_enclosed_holes(o["rgb"], o["depth"], o["validity"]) if fill_holes else
-              (o["rgb"], o["depth"], o["validity"]) for o in outs]
+        maps = (o["rgb"], o["depth"], o["validity"])
+        return o, fill_enclosed_holes(*maps) if fill_holes else maps
+
+    views = map_fn(one_view, cameras) if map_fn is not None else [one_view(c) for c in cameras]
+    outs, filled = [v[0] for v in views], [v[1] for v in views]
     refs: list[ReferenceFrame] = []
     if reference_index is not None and n_reference_frames > 0 and frames_by_index is not None:
         seg_keys = visibility_cells(renderer.memory, np.concatenate([o["point_ids"].ravel() for o in outs]))

@@ -132,6 +132,10 @@ class RenderConfig:
     colour_max_diff: float = 0.06
     """Frame colours are taken only where their local mean (5x5, [0, 1]) is within this of the
     memory render's (a frame showing something else there is not copied)."""
+    workers: int = 0
+    """Threads rendering a segment's conditioning views, and indexing a round's frames for
+    retrieval, in parallel (one view per task). ``0``: one per available CPU core, at most 4;
+    ``1``: serial. Results do not depend on it."""
 
 
 @dataclass
@@ -312,6 +316,8 @@ def validate_config(cfg: RunConfig) -> None:
     need(cfg.generator.procedural.n_actors >= 0, "generator.procedural.n_actors must be >= 0")
     need(cfg.render.max_radius_px >= 0, "render.max_radius_px must be >= 0")
     need(cfg.render.n_reference_frames >= 0, "render.n_reference_frames must be >= 0")
+    need(cfg.render.workers >= 0,
+         f"render.workers must be >= 0 (0 = one per CPU core, at most 4; 1 = serial), got {cfg.render.workers}")
     need(cfg.render.colour_frames >= 0, "render.colour_frames must be >= 0 (0 turns frame colours off)")
     need(cfg.render.colour_depth_tol_rel > 0,
          f"render.colour_depth_tol_rel must be > 0 (a fraction of depth), got {cfg.render.colour_depth_tol_rel}")

@@ -22,6 +22,7 @@ from spatia_py.conditioning import MemoryRenderer, ReferenceIndex, render_condit
 from spatia_py.config import ConfigError, RunConfig, config_from_dict, config_to_dict, validate_config
 from spatia_py.geometry import Camera, CameraPath, GeometryError, build_path
 from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory
+from spatia_py.parallel import Workers
 from spatia_py.rundir import RoundRecord, RunDir, atomic_write_json, atomic_write_text
 from spatia_py.types import Clip, ConditioningMaps, GenerationRequest, SlamResult
 
@@ -193,6 +194,7 @@ class RoundLoop:
         self._generator = None
         self._slam = None
         self._writer: ThreadPoolExecutor | None = None
+        self._render_workers = Workers(cfg.render.workers, "render")
         self._pending: Future | None = None
         """The checkpoint of the last round while it is written (see :meth:`wait_checkpoint`)."""
         self._saved_memory: SpatialMemory | None = None
@@ -315,7 +317,7 @@ class RoundLoop:
                     n_reference_frames=cfg.render.n_reference_frames, frames_by_index=self.frames_by_index.__getitem__,
                     estimated_cameras=self.estimated_cameras, exclude=history,
                     colour_frames=cfg.render.colour_frames, colour_depth_tol_rel=cfg.render.colour_depth_tol_rel,
-                    colour_max_diff=cfg.render.colour_max_diff)
+                    colour_max_diff=cfg.render.colour_max_diff, map_fn=self._render_workers.map)
 
         # 2. Generate the clip.
         with timer("generate"):
@@ -365,12 +367,15 @@ class RoundLoop:
         with timer("render"):
             after = MemoryRenderer(self.memory, radius_scale=cfg.render.radius_scale,
                                    max_radius_px=cfg.render.max_radius_px)
-            vis_index = ReferenceIndex()
-            for k in np.flatnonzero(result.tracked):
+            def seen_by(k: int) -> tuple[Camera, np.ndarray, np.ndarray]:
                 cam = cams[k].with_pose(result.T_world_cam[k])
                 seen = after.render(cam, colours=False)
-                vis_index.add(start + int(k), cam, visibility_cells(self.memory, seen["point_ids"]),
-                              depth=seen["depth"], usable=~result.dynamic_masks[k])
+                return cam, visibility_cells(self.memory, seen["point_ids"]), seen["depth"]
+
+            tracked = np.flatnonzero(result.tracked)
+            vis_index = ReferenceIndex()
+            for k, (cam, keys, depth) in zip(tracked, self._render_workers.map(seen_by, tracked), strict=True):
+                vis_index.add(start + int(k), cam, keys, depth=depth, usable=~result.dynamic_masks[k])
             self.reference_index.entries.extend(vis_index.entries)
 
         stats = {"points": len(self.memory), **{k: int(v) for k, v in fuse_stats.items()}}
@@ -459,8 +464,8 @@ class RoundLoop:
         return self.finish()
 
     def close(self, quiet: bool = False) -> None:
-        """Wait for the checkpoint in flight, then stop the checkpoint writer and SLAM's worker
-        threads (a later round starts them again). :meth:`run` and :meth:`finish` call it; call it
+        """Wait for the checkpoint in flight, then stop the checkpoint writer, the render and SLAM
+        worker threads (a later round starts them again). :meth:`run` and :meth:`finish` call it; call it
         yourself when driving :meth:`run_round` without :meth:`finish`. ``quiet``: log a write
         error instead of raising it (another error is on its way)."""
         try:
@@ -473,6 +478,7 @@ class RoundLoop:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
+            self._render_workers.close()
             if self._slam is not None:
                 self._slam.close()
 

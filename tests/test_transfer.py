@@ -7,6 +7,7 @@ from render.transfer import ColourSource, transfer_colours
 from spatia_py.conditioning import MemoryRenderer, ReferenceIndex, colour_from_frames, render_conditioning
 from spatia_py.geometry import Camera, intrinsics_from_fov, look_at
 from spatia_py.memory import ORIGIN_INSERTED, SpatialMemory
+from spatia_py.parallel import Workers
 
 W, H = 64, 48
 K = intrinsics_from_fov(W, H, 60)
@@ -125,6 +126,17 @@ def test_conditioning_takes_colours_from_the_nearest_indexed_frame_and_index_rou
     cond = render_conditioning(renderer, [wall_camera(0.0)], reference_index=index, frames_by_index=frames.__getitem__,
                                colour_frames=1)
     assert (cond.rgb[0] == frames[3]).all()
+    # Views rendered on worker threads: the same maps, in camera order.
+    views = [wall_camera(x) for x in (0.0, 0.6, 0.3, 0.1)]
+    serial = render_conditioning(renderer, views, reference_index=index, frames_by_index=frames.__getitem__,
+                                 colour_frames=1)
+    workers = Workers(2, "test")
+    threaded = render_conditioning(renderer, views, reference_index=index, frames_by_index=frames.__getitem__,
+                                   colour_frames=1, map_fn=workers.map)
+    workers.close()
+    assert (serial.rgb[1] == frames[4]).all() and not (serial.rgb[1] == serial.rgb[0]).all()
+    for name in ("rgb", "depth", "validity"):
+        assert np.array_equal(getattr(serial, name), getattr(threaded, name)), name
     plain = render_conditioning(renderer, [wall_camera(0.0)], colour_frames=0)
     assert (plain.rgb[0] == 120).all()
     restored = ReferenceIndex()
