@@ -51,6 +51,7 @@ def test_round_trip_through_dict(tmp_path):
         ("frames_per_round: many\n", "expected an integer"),
         ("slam: {mode: magic}\n", "slam.mode must be"),
         ("slam: {workers: -1}\n", "slam.workers must be >= 0"),
+        ("render: {workers: -2}\n", "render.workers must be >= 0"),
         ("path: {fov_x_deg: 0}\n", "fov_x_deg"),
         ("- just\n- a list\n", "must hold a mapping"),
         ("a: [unclosed\n", "not valid YAML"),
