@@ -316,11 +316,7 @@ class VisualSlam:
     def close(self) -> None:
         """Stop the worker threads; a later :meth:`process` starts them again. Raises
         ``RuntimeError`` while :meth:`process` runs on another thread."""
-        try:
-            self._workers.close()
-        except RuntimeError:
-            raise RuntimeError("VisualSlam.close() called while SLAM is processing a clip; "
-                               "close it after process() returns") from None
+        self._workers.close()
 
     # ------------------------------------------------------------------------------------------
     # validation and memory access

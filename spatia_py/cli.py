@@ -161,7 +161,7 @@ def cmd_render(args) -> int:
         raise CliError(f"cannot write to {out}: {e.strerror or e}") from None
     memory = SpatialMemory.load(mem_path)
     renderer = MemoryRenderer.from_config(memory, cfg, blend_colours=not args.hard)
-    workers = Workers(cfg.render.workers, "render")
+    workers = Workers(cfg.render.workers, "render_views")
 
     def render_frame(i: int) -> np.ndarray:
         o = renderer.render(path[i])

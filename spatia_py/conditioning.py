@@ -85,15 +85,13 @@ def fill_enclosed_holes(rgb: np.ndarray, depth: np.ndarray, validity: np.ndarray
     vs, us = np.nonzero(ok)
     if len(vs) == 0:
         return rgb, depth, validity
-    inv = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
-    col = rgb.astype(np.float32)
     ests, cs = [], []
     for axis, (a, b, da, db) in zip((1, 0), ends, strict=True):
         a, b, da, db = a[vs, us], b[vs, us], da[vs, us], db[vs, us]
-        if axis == 1:
-            ia, ib, ca, cb = inv[vs, a], inv[vs, b], col[vs, a], col[vs, b]
-        else:
-            ia, ib, ca, cb = inv[a, us], inv[b, us], col[a, us], col[b, us]
+        ends_a, ends_b = ((vs, a), (vs, b)) if axis == 1 else ((a, us), (b, us))
+        # Inverse depth and colour of the two enclosing pixels (valid ones: depth > 0).
+        ia, ib = ((1.0 / np.maximum(depth[e], 1e-6)).astype(np.float32) for e in (ends_a, ends_b))
+        ca, cb = (rgb[e].astype(np.float32) for e in (ends_a, ends_b))
         wa = db / np.maximum(da + db, 1)  # linear interpolation weights
         ests.append(wa * ia + (1 - wa) * ib)
         # colour: nearer endpoints weigh more (inverse distance)

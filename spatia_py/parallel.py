@@ -45,12 +45,16 @@ if hasattr(os, "register_at_fork"):
 
 @contextmanager
 def torch_threads(n: int):
-    """Torch intra-op threads set to ``n`` (> 0; otherwise left as they are) inside the block."""
+    """Torch intra-op threads set to ``n`` (> 0; otherwise left as they are) inside the block,
+    restored afterwards. Code that issues many small torch ops wants few: with more threads than
+    free cores (a shared machine) OpenMP's spin-waiting makes them 10-30x slower."""
     import torch
 
     prev = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
+    if n <= 0 or n == prev:
+        yield
+        return
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -117,7 +121,8 @@ class Workers:
         """Stop the threads (a later ``map`` starts new ones); raises while a ``map`` runs."""
         with self._lock:
             if self._active:
-                raise RuntimeError(f"{self.name}: close() called while a map() is running; close after it returns")
+                raise RuntimeError(f"close() of the {self.name!r} workers called while they run a map() (for SLAM: "
+                                   "while VisualSlam.process runs); close them after it returns")
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)

@@ -194,7 +194,7 @@ class RoundLoop:
         self._generator = None
         self._slam = None
         self._writer: ThreadPoolExecutor | None = None
-        self._render_workers = Workers(cfg.render.workers, "render")
+        self._render_workers = Workers(cfg.render.workers, "render_views")
         self._pending: Future | None = None
         """The checkpoint of the last round while it is written (see :meth:`wait_checkpoint`)."""
         self._saved_memory: SpatialMemory | None = None
@@ -464,10 +464,10 @@ class RoundLoop:
         return self.finish()
 
     def close(self, quiet: bool = False) -> None:
-        """Wait for the checkpoint in flight, then stop the checkpoint writer, the render and SLAM
-        worker threads (a later round starts them again). :meth:`run` and :meth:`finish` call it; call it
-        yourself when driving :meth:`run_round` without :meth:`finish`. ``quiet``: log a write
-        error instead of raising it (another error is on its way)."""
+        """Wait for the checkpoint in flight, then stop the checkpoint writer and the render and
+        SLAM worker threads (a later round starts them again). :meth:`run` and :meth:`finish` call
+        it; call it yourself when driving :meth:`run_round` without :meth:`finish`. ``quiet``: log
+        a write error instead of raising it (another error is on its way)."""
         try:
             self.wait_checkpoint()
         except Exception:
@@ -478,9 +478,11 @@ class RoundLoop:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
-            self._render_workers.close()
-            if self._slam is not None:
-                self._slam.close()
+            try:
+                self._render_workers.close()
+            finally:
+                if self._slam is not None:
+                    self._slam.close()
 
     def finish(self) -> dict:
         """Write the walkthrough, the final memory and ``metrics.json`` once the rounds are done

@@ -17,7 +17,7 @@ def test_presets_load(name):
 
 def test_overrides_and_shorthands():
     cfg = load_config(DEMO, ["memory.voxel_size=0.02", "slam=oracle", "path.laps=3",
-                                               "generator.procedural.n_actors=0"])
+                             "generator.procedural.n_actors=0"])
     assert cfg.memory.voxel_size == 0.02
     assert cfg.slam.mode == "oracle"
     assert cfg.path.laps == 3

@@ -73,23 +73,36 @@ def test_generator_depth_source(tmp_path):
     assert not (tmp_path / "none").exists()
     # With it, visual SLAM tracks from pixels but fuses the backend's depth: keyframe depth is exact.
     loop = RoundLoop(tiny_config("slam.depth_source=generator", "generator.procedural.hand_over_depth=true",
-                                 "slam.workers=2"), tmp_path / "run", progress=False)
+                                 "slam.workers=2", "render.workers=2"), tmp_path / "run", progress=False)
     names = set()
     process = loop.slam.process
 
     def process_and_look(*args, **kwargs):
         out = process(*args, **kwargs)
-        names.update(t.name.split("_")[0] for t in threading.enumerate())
+        names.update(t.name.rsplit("_", 1)[0] for t in threading.enumerate())
         return out
 
     loop.slam.process = process_and_look
     m = loop.run()
-    # SLAM's worker threads and the checkpoint writer ran, and neither outlives the run.
-    assert {"slam", "checkpoint"} <= names
-    assert not [t.name for t in threading.enumerate() if t.name.startswith(("slam", "checkpoint"))]
+    # SLAM's and the renderer's worker threads and the checkpoint writer ran; none outlives the run.
+    assert {"slam", "render_views", "checkpoint"} <= names
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("slam", "render_views", "checkpoint"))]
     assert m["slam"] == "visual"
     assert m["depth_absrel_median"] < 1e-6 and m["depth_coverage"] > 0.95
     assert m["memory_points_per_round"][-1] > 0
+
+
+def test_render_workers_do_not_change_the_run(tmp_path):
+    # Conditioning views and the retrieval index of each round, rendered serially and on threads.
+    runs = {}
+    for w in (1, 2):
+        RoundLoop(tiny_config("slam=oracle", f"render.workers={w}"), tmp_path / f"w{w}", progress=False).run()
+        runs[w] = {f"{p.parent.name}/{p.name}": dict(np.load(p)) for p in sorted((tmp_path / f"w{w}" / "rounds").glob("*/*.npz"))}
+    assert runs[1].keys() == runs[2].keys() and any("conditioning" in k for k in runs[1])
+    for name, arrays in runs[1].items():
+        assert arrays.keys() == runs[2][name].keys(), name
+        for key, a in arrays.items():
+            assert np.array_equal(a, runs[2][name][key]), f"{name}: {key}"
 
 
 def test_existing_run_is_not_overwritten(tmp_path):

@@ -131,9 +131,11 @@ def test_conditioning_takes_colours_from_the_nearest_indexed_frame_and_index_rou
     serial = render_conditioning(renderer, views, reference_index=index, frames_by_index=frames.__getitem__,
                                  colour_frames=1)
     workers = Workers(2, "test")
-    threaded = render_conditioning(renderer, views, reference_index=index, frames_by_index=frames.__getitem__,
-                                   colour_frames=1, map_fn=workers.map)
-    workers.close()
+    try:
+        threaded = render_conditioning(renderer, views, reference_index=index, frames_by_index=frames.__getitem__,
+                                       colour_frames=1, map_fn=workers.map)
+    finally:
+        workers.close()
     assert (serial.rgb[1] == frames[4]).all() and not (serial.rgb[1] == serial.rgb[0]).all()
     for name in ("rgb", "depth", "validity"):
         assert np.array_equal(getattr(serial, name), getattr(threaded, name)), name

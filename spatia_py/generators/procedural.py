@@ -44,7 +44,6 @@ A good default camera path orbits ``interior_center = (0, 0, 1.2)`` at radius 1.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -55,6 +54,7 @@ import torch.nn.functional as F
 
 from spatia_py.config import ProceduralConfig
 from spatia_py.geometry import Camera, so3_exp
+from spatia_py.parallel import torch_threads
 from spatia_py.types import Clip, ConditioningMaps, GenerationRequest, GroundTruth
 
 __all__ = ["ProceduralWorld", "ProceduralGenerator"]
@@ -116,24 +116,6 @@ _LIGHT_FILL = np.array([-0.6, -0.3, 0.2]) / np.linalg.norm([-0.6, -0.3, 0.2])
 
 _ROOM_LO = (-3.0, -2.5, 0.0)
 _ROOM_HI = (3.0, 2.5, 3.0)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run with ``n`` intra-op torch threads, restoring the previous number afterwards (0: leave as is).
-
-    The ray caster issues thousands of small element-wise ops per clip; with more threads than
-    free cores (a shared machine) OpenMP's spin-waiting makes them 10-30x slower.
-    """
-    prev = torch.get_num_threads()
-    if n <= 0 or n == prev:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1105,7 +1087,7 @@ class ProceduralWorld:
             ``surface_id int32 (H,W)`` (-1 sky, actors are ``n_surfaces + a``).
         """
         self.check_camera(camera)
-        with torch.no_grad(), _torch_threads(self.cfg.torch_threads):
+        with torch.no_grad(), torch_threads(self.cfg.torch_threads):
             r = self._render(camera, time_s, appearance_seed, actors=actors)
         return {
             "rgb": (r["rgb"] * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy().copy(),
@@ -1388,7 +1370,7 @@ class ProceduralGenerator:
         status = np.empty((n, H, W), dtype=np.uint8)
         actor_pos = np.empty((n, len(self.world.actors), 3), dtype=np.float32)
         n_followed = n_static = 0
-        with torch.no_grad(), _torch_threads(self.cfg.torch_threads):
+        with torch.no_grad(), torch_threads(self.cfg.torch_threads):
             layout = self._call_layout(request)
             for i, cam in enumerate(cams):
                 time_s = (request.frame_offset + i) / request.fps
