@@ -658,11 +658,12 @@ class _HelperThread:
                 new_thread = self.pool is None
                 if new_thread:
                     self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render_points")
+                pool = self.pool
         if skip:
             work()
             return
         start = time.perf_counter()
-        helper = self.pool.submit(helper_work)
+        helper = pool.submit(helper_work)
         cpu = work()
         if helper.cancel():  # still queued (the helper is busy with another render): all done here
             return

@@ -483,14 +483,19 @@ class VisualSlam:
         target = T_est if mem_anchor else T_cmd
         # World rotation from the orientations (far tighter than from centres on a short path),
         # then scale and offset from the centres with that rotation fixed.
-        try:
-            if np.ptp(target[anchors, :3, 3], axis=0).max() < 0.02:
-                raise GeometryError("the anchor cameras barely move")
-            s, Rw, tw = similarity_from_poses(T_sfm[anchors], target[anchors])
-        except GeometryError:
+        fit = None
+        if np.ptp(target[anchors, :3, 3], axis=0).max() >= 0.02:  # the anchor cameras move
+            try:
+                fit = similarity_from_poses(T_sfm[anchors], target[anchors])
+            except GeometryError:
+                pass
+        if fit is None:
             for i in np.nonzero(~tracked)[0]:
                 info["failures"][str(int(i))] = "no parallax in the clip to fix the scale (camera only rotates)"
             return
+        s, Rw, tw = fit
+        # (geometry.apply_similarity_to_poses does this with another operation order: the same up
+        # to the last bits, which long runs amplify, so the runs keep this form.)
         Sim = np.eye(4)
         Sim[:3, :3] = Rw
         T_w = np.einsum("ij,njk->nik", Sim, T_sfm)

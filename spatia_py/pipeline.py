@@ -94,7 +94,7 @@ def oracle_slam(clip: Clip, keyframe_stride: int = 2) -> SlamResult:
                             "use slam.mode=visual for this backend")
     n = len(clip.frames)
     keyframes = sorted(set(range(0, n, keyframe_stride)) | {n - 1})
-    static = gt.static_depth if gt.static_depth is not None else gt.depth
+    static = gt.static_or_depth
     depth = np.zeros_like(gt.depth, dtype=np.float32)
     depth[keyframes] = np.where(gt.dynamic_masks[keyframes], 0.0, static[keyframes])
     return SlamResult(
@@ -190,7 +190,6 @@ class RoundLoop:
         self.frames_by_index: dict[int, np.ndarray] = {}
         self.memory = SpatialMemory(cfg.memory.voxel_size)
         self.reference_index = ReferenceIndex()
-        self.memory_points: list[int] = []
         self._generator = None
         self._slam = None
         self._writer: ThreadPoolExecutor | None = None
@@ -247,7 +246,6 @@ class RoundLoop:
         for i in done:
             rec = rd.read_round(i)
             self._add_record(rec)
-            self.memory_points.append(int(rec.memory_stats.get("points", 0)))
             vis = rd.read_visibility(i)
             if vis is not None:
                 self.reference_index.add_arrays(vis, self.estimated_cameras)
@@ -390,7 +388,6 @@ class RoundLoop:
         # round is in flight, with its own copy of the memory.
         # (The wait before SLAM emptied the writer.)
         self._add_record(rec)
-        self.memory_points.append(len(self.memory))
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._saved_memory = self.memory.copy()
@@ -494,7 +491,8 @@ class RoundLoop:
         frames = np.concatenate([r.frames for r in self.records])
         write_video(rd.root / "walkthrough.mp4", frames, self.path.fps)
         self.memory.export_ply(rd.root / "memory.ply")
-        metrics = compute_metrics(self.records, self.memory, self.cfg, self.memory_points)
+        memory_points = [int(r.memory_stats.get("points", 0)) for r in self.records]
+        metrics = compute_metrics(self.records, self.memory, self.cfg, memory_points)
         atomic_write_json(rd.metrics_path, metrics)
         if self.logger is not None:
             self.logger.log_final(metrics)
@@ -518,9 +516,8 @@ def keyframe_depth_errors(records: list[RoundRecord]) -> dict | None:
         kfs = [k for k in r.slam.keyframes if r.slam.tracked[k]]
         if not kfs:
             continue
-        sd = g.static_depth if g.static_depth is not None else g.depth
         kf_est.append(r.slam.depth[kfs])
-        kf_gt.append(sd[kfs])
+        kf_gt.append(g.static_or_depth[kfs])
         kf_static.append(~g.dynamic_masks[kfs])
     if not kf_est:
         return None
@@ -576,7 +573,7 @@ def compute_metrics(records: list[RoundRecord], memory: SpatialMemory, cfg: RunC
     round_of = np.concatenate([np.full(r.n_frames, r.round_index) for r in records])
     T_gt = np.concatenate([g.T_world_cam for g in gts])
     T_est = np.concatenate([r.slam.T_world_cam for r in records])
-    static_depth = np.concatenate([g.static_depth if g.static_depth is not None else g.depth for g in gts])
+    static_depth = np.concatenate([g.static_or_depth for g in gts])
     dyn_gt = np.concatenate([g.dynamic_masks for g in gts])
     dyn_est = np.concatenate([r.slam.dynamic_masks for r in records])
 

@@ -238,7 +238,7 @@ class RunDir:
         if rec.ground_truth is not None:
             g = rec.ground_truth
             arrays = {f.name: getattr(g, f.name) for f in fields(g) if getattr(g, f.name) is not None}
-            arrays.setdefault("static_depth", g.depth)
+            arrays["static_depth"] = g.static_or_depth
             np.savez_compressed(tmp / "ground_truth.npz", **arrays)
         if videos:
             from render.video import write_video

@@ -82,6 +82,11 @@ class GroundTruth:
     conditioning covered it but its depth disagreed with the scene (re-sampled), 3 no valid
     conditioning (re-sampled). Splits revisit errors by cause (``metrics.revisit_error_split``)."""
 
+    @property
+    def static_or_depth(self) -> np.ndarray:
+        """:attr:`static_depth` where known, else :attr:`depth` (runs saved before it existed)."""
+        return self.static_depth if self.static_depth is not None else self.depth
+
 
 CONDITIONING_STATUS = ("not_static", "followed", "depth_rejected", "uncovered")
 """Names of the :attr:`GroundTruth.conditioning_status` codes 0-3."""

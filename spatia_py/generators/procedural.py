@@ -1385,7 +1385,7 @@ class ProceduralGenerator:
                 depth[i] = r["depth"].numpy()
                 static_depth[i] = r["static_depth"].numpy()
                 dyn[i] = r["dynamic_mask"].numpy()
-                static_i = ((r["static_depth"] > 0) & ~r["dynamic_mask"]).numpy()
+                static_i = (static_depth[i] > 0) & ~dyn[i]
                 followed_i = r["followed"].numpy()
                 status[i] = np.select([followed_i, r["covered"].numpy(), static_i], [1, 2, 3], 0)
                 actor_pos[i] = self.world.actor_positions(time_s)
