@@ -280,6 +280,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+    if overrides:
+        # Type and key errors of an override name the override, not the file it is applied to:
+        # each field is checked on its own, so the overrides alone fail exactly where they are wrong.
+        config_from_dict(RunConfig, apply_overrides({}, overrides), where="override")
     data = apply_overrides(data, overrides or [])
     cfg = config_from_dict(RunConfig, data, where=str(path) if path else "config")
     validate_config(cfg)

@@ -74,3 +74,22 @@ def test_bad_override():
         load_config(DEMO, ["memory.voxel_size"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(DEMO, ["memory.colour=red"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("memory.voxel_size=abc", r"^override\.memory\.voxel_size: expected a number, got 'abc'"),
+        ("generator.width=7", r"^override\.generator: unknown key 'width'"),
+        ("slam.keyframe_stride=0.5", r"^override\.slam\.keyframe_stride: expected an integer"),
+    ],
+)
+def test_override_errors_name_the_override(override, message):
+    # The value came from the command line, not from the preset file: the error must say so.
+    with pytest.raises(ConfigError, match=message):
+        load_config(DEMO, [override])
+
+
+def test_valid_overrides_and_shorthands_still_apply():
+    cfg = load_config(DEMO, ["memory=off", "slam=oracle", "memory.voxel_size=0.05"])
+    assert (cfg.memory.enabled, cfg.slam.mode, cfg.memory.voxel_size) == (False, "oracle", 0.05)
