@@ -131,7 +131,6 @@ def cmd_render(args) -> int:
     from render.video import write_png, write_video
     from spatia_py.conditioning import MemoryRenderer
     from spatia_py.geometry import load_path
-    from spatia_py.memory import SpatialMemory
     from spatia_py.parallel import Workers
     from spatia_py.pipeline import load_run_config
     from spatia_py.rundir import RunDir
@@ -140,26 +139,22 @@ def cmd_render(args) -> int:
     if not rd.exists():
         raise CliError(f"{args.run} is not a run directory (no config.yaml); make one with 'spatia run'")
     cfg = load_run_config(rd)
-    versions = sorted(rd.memory_dir.glob("v*.npz"))
+    versions = sorted(rd.memory_dir.glob("v[0-9][0-9][0-9].npz"))
     if not versions:
         raise CliError(f"{args.run} has no memory versions (memory/vNNN.npz); did its first round finish?")
-    if args.version is None:
-        mem_path = versions[-1]
-    else:
-        mem_path = rd.memory_version_path(args.version)
-        if not mem_path.is_file():
-            raise CliError(f"memory version {args.version} not found; available: "
-                           f"{', '.join(p.stem[1:] for p in versions)}")
+    version = int(versions[-1].stem[1:]) if args.version is None else args.version
+    if not rd.memory_version_path(version).is_file():
+        raise CliError(f"memory version {version} not found; available: {', '.join(p.stem[1:] for p in versions)}")
     path = load_path(args.path)
     out = args.out
     if (out / "rgb").exists() or (out / "render.mp4").exists():
         raise CliError(f"{out} already holds a render; choose a new --out (nothing was overwritten)")
+    memory = rd.load_memory(version)  # before anything is written: an unreadable memory leaves no render folder
     try:
         for sub in ("rgb", "validity", "depth"):
             (out / sub).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CliError(f"cannot write to {out}: {e.strerror or e}") from None
-    memory = SpatialMemory.load(mem_path)
     renderer = MemoryRenderer.from_config(memory, cfg, blend_colours=not args.hard)
     workers = Workers(cfg.render.workers, "render_views")
 
@@ -188,7 +183,7 @@ def cmd_render(args) -> int:
             progress.close()
     write_video(out / "render.mp4", np.stack(frames), path.fps)
     covered = float(np.mean([f.any(-1).mean() for f in frames]))
-    print(f"spatia: rendered {len(path)} frames of {mem_path.name} ({len(memory):,} points, "
+    print(f"spatia: rendered {len(path)} frames of {rd.memory_version_path(version).name} ({len(memory):,} points, "
           f"{100 * covered:.0f}% pixels covered) → {out}")
     return 0
 

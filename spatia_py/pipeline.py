@@ -250,7 +250,10 @@ class RoundLoop:
             if vis is not None:
                 self.reference_index.add_arrays(vis, self.estimated_cameras)
         if done:
-            self.memory = SpatialMemory.load(rd.memory_version_path(done[-1]))
+            self.memory = rd.load_memory(done[-1])
+            if self.slam is not None:  # the state visual SLAM carries from the last clip to the next
+                last = self.records[-1]
+                self.slam.restore(last.frames, last.slam.T_world_cam, last.slam.tracked)
             log.info("resume: %d completed round(s) restored from %s", len(done), rd.root)
         return len(done)
 
@@ -401,8 +404,12 @@ class RoundLoop:
                     cameras: list[dict]) -> None:
         memory.save(self.run_dir.memory_version_path(rec.round_index))
         self.run_dir.write_round(rec, fps=self.path.fps, visibility=visibility.to_arrays())
-        atomic_write_json(self.run_dir.cameras_path, {"fps": self.path.fps, "slam": self.cfg.slam.mode,
-                                                      "cameras": cameras})
+        atomic_write_json(self.run_dir.cameras_path, self._cameras_json(cameras))
+
+    def _cameras_json(self, cameras: list[dict] | None = None) -> dict:
+        """``cameras.json``: ``cameras`` (default: every round so far), with the fps and SLAM mode."""
+        return {"fps": self.path.fps, "slam": self.cfg.slam.mode,
+                "cameras": self._camera_list if cameras is None else cameras}
 
     def wait_checkpoint(self) -> None:
         """Block until the last round's checkpoint is on disk; re-raises its error (e.g. a full disk)."""
@@ -431,8 +438,8 @@ class RoundLoop:
         if self.logger is not None:
             self.logger.log_setup(self.path, config_to_dict(self.cfg))
             previous = None
-            for rec in self.records:  # restored rounds, each with its own memory version
-                mem = SpatialMemory.load(self.run_dir.memory_version_path(rec.round_index))
+            for rec in self.records:  # restored rounds, each with its own memory version (the last is loaded)
+                mem = self.memory if rec is self.records[-1] else rd.load_memory(rec.round_index)
                 self.logger.log_round(rec, mem, previous, None)
                 previous = mem
 
@@ -494,6 +501,9 @@ class RoundLoop:
         memory_points = [int(r.memory_stats.get("points", 0)) for r in self.records]
         metrics = compute_metrics(self.records, self.memory, self.cfg, memory_points)
         atomic_write_json(rd.metrics_path, metrics)
+        # The last checkpoint wrote it already; again here, so that --resume of a finished run
+        # restores every file derived from the rounds.
+        atomic_write_json(rd.cameras_path, self._cameras_json())
         if self.logger is not None:
             self.logger.log_final(metrics)
         return metrics

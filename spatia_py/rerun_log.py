@@ -546,7 +546,7 @@ class _FrameStore:
                 if i not in self._cache:
                     if len(self._cache) > 4:
                         self._cache.pop(next(iter(self._cache)))
-                    self._cache[i] = np.load(self.rd.round_dir(i) / "frames.npz")["frames"]
+                    self._cache[i] = self.rd.read_frames(i)
                 return self._cache[i][index - lo]
         return None
 
@@ -593,10 +593,13 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
     if rd.config_path.is_file():
         import yaml
 
-        config = yaml.safe_load(rd.config_path.read_text()) or {}
+        try:
+            config = yaml.safe_load(rd.config_path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise RunDirError(f"{rd.config_path} is unreadable ({e}); restore it from a copy") from None
     fps = 24.0
     if rd.cameras_path.is_file():
-        fps = float(json.loads(rd.cameras_path.read_text()).get("fps", fps))
+        fps = float(rd.read_json(rd.cameras_path).get("fps", fps))
     metas = [rd.read_round_meta(i) for i in rounds]
     from spatia_py.geometry import Camera
 
@@ -604,7 +607,7 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
     frames = _FrameStore(rd, rounds)
     estimated: dict[int, np.ndarray] = {}  # global frame index -> SLAM T_world_cam (reference cameras)
     for i, m in zip(rounds, metas, strict=True):
-        sj = json.loads((rd.round_dir(i) / "slam.json").read_text())
+        sj = rd.read_json(rd.round_dir(i) / "slam.json")
         for k, T in enumerate(sj["T_world_cam_estimated"]):
             estimated[m["frame_offset"] + k] = np.asarray(T, dtype=np.float64)
 
@@ -631,7 +634,7 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
                             refs.append(ReferenceFrame(img if img is not None else np.zeros((0, 0, 3), np.uint8),
                                                        est, k, float(r["overlap"])))
                     rec.conditioning.reference_frames = refs
-                memory = SpatialMemory.load(rd.memory_version_path(i))
+                memory = rd.load_memory(i)
                 # Round 0 starts from an empty memory: everything it holds was added by round 0.
                 before = previous if previous is not None else SpatialMemory(memory.voxel_size) if i == 0 else None
                 logger.log_round(rec, memory, before, None)
@@ -639,7 +642,7 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
                 if bar is not None:
                     bar.update(1)
             if rd.metrics_path.is_file():
-                logger.log_final(json.loads(rd.metrics_path.read_text()))
+                logger.log_final(rd.read_json(rd.metrics_path))
         os.replace(tmp, out)
     finally:
         if bar is not None:

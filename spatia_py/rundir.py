@@ -30,10 +30,13 @@ RUN/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -47,6 +50,10 @@ __all__ = ["RunDirError", "RunDir", "RoundRecord", "atomic_write_text", "atomic_
 
 class RunDirError(RuntimeError):
     """A run directory is missing, unwritable or inconsistent."""
+
+
+# What reading a truncated, foreign or hand-edited file raises (json, numpy's .npz, zip and zlib).
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -265,39 +272,101 @@ class RunDir:
         os.replace(tmp, final)
         return final
 
+    # reading back ------------------------------------------------------------------------------
+    def _recovery(self, path: Path) -> str:
+        """How to recover from an unreadable ``path`` of this run (the fix named in read errors)."""
+        path = Path(path)
+        resume = f"'spatia run --out {self.root} --resume'"
+        for digits, owner in ((path.parent.name[1:], self.round_dir), (path.stem[1:], self.memory_version_path)):
+            if digits.isdigit() and owner(int(digits)) in (path, path.parent):
+                return (f"delete {owner(int(digits))}; {resume} then generates round {int(digits)} and the "
+                        "rounds after it again (earlier rounds are kept)")
+        if path in (self.metrics_path, self.cameras_path):
+            return f"{resume} writes it again"
+        return "restore it from a copy, or start a new run"
+
+    @contextlib.contextmanager
+    def _reading(self, path: Path):
+        """Turn the errors of reading ``path`` (missing, truncated, malformed) into a RunDirError
+        that names the file and the fix."""
+        try:
+            yield
+        except RunDirError:
+            raise
+        except FileNotFoundError:
+            raise RunDirError(f"{path} is missing; {self._recovery(path)}") from None
+        except _READ_ERRORS as e:
+            raise RunDirError(f"{path} is damaged or unreadable ({type(e).__name__}: {e}); "
+                              f"{self._recovery(path)}") from None
+
+    def read_json(self, path: Path):
+        """A JSON file of this run; a missing or malformed file raises :class:`RunDirError`."""
+        with self._reading(path):
+            return json.loads(Path(path).read_text())
+
+    def read_npz(self, path: Path) -> dict[str, np.ndarray]:
+        """All arrays of an ``.npz`` file of this run, read eagerly (the file is closed on return);
+        a missing, truncated or malformed file raises :class:`RunDirError`."""
+        with self._reading(path), np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def read_frames(self, i: int) -> np.ndarray:
+        """Round ``i``'s frames, ``uint8 (N, H, W, 3)``."""
+        path = self.round_dir(i) / "frames.npz"
+        z = self.read_npz(path)
+        with self._reading(path):
+            return z["frames"]
+
+    def load_memory(self, i: int):
+        """The memory after round ``i`` (``memory/vNNN.npz``), as a ``SpatialMemory``; a missing or
+        unreadable version raises :class:`RunDirError` naming it and the fix."""
+        from spatia_py.memory import MemoryFormatError, SpatialMemory
+
+        path = self.memory_version_path(i)
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing; {self._recovery(path)}")
+        try:
+            return SpatialMemory.load(path)
+        except MemoryFormatError as e:
+            raise RunDirError(f"{e}; {self._recovery(path)}") from None
+
     def read_round(self, i: int, *, with_frames: bool = True) -> RoundRecord:
-        """Load a committed round back (frames, conditioning, SLAM result, ground truth)."""
+        """Load a committed round back (frames, conditioning, SLAM result, ground truth). A missing,
+        truncated or malformed file raises :class:`RunDirError` naming it and the fix."""
         d = self.round_dir(i)
         if not (d / "round.json").is_file():
             raise RunDirError(f"round {i} of {self.root} is missing or incomplete ({d}/round.json not found)")
-        meta = json.loads((d / "round.json").read_text())
-        cams = [Camera.from_dict(c, f"{d}/round.json camera {k}") for k, c in enumerate(meta["cameras"])]
-        frames = np.load(d / "frames.npz")["frames"] if with_frames else np.zeros((meta["n_frames"], 0, 0, 3), np.uint8)
+        meta = self.read_round_meta(i)
+        with self._reading(d / "round.json"):
+            cams = [Camera.from_dict(c, f"{d}/round.json camera {k}") for k, c in enumerate(meta["cameras"])]
+            n = int(meta["n_frames"])
+            index, offset, mode = int(meta["round_index"]), int(meta["frame_offset"]), str(meta["slam_mode"])
+        frames = self.read_frames(i) if with_frames else np.zeros((n, 0, 0, 3), np.uint8)
         cond = None
         if (d / "conditioning.npz").is_file():
-            z = np.load(d / "conditioning.npz")
-            cond = ConditioningMaps(z["rgb"], z["depth"].astype(np.float32), z["validity"].astype(np.float32))
-        sj = json.loads((d / "slam.json").read_text())
-        sz = np.load(d / "slam.npz")
-        masks = np.load(d / "masks.npz")["dynamic_masks"]
-        slam = SlamResult(
-            T_world_cam=np.asarray(sj["T_world_cam_estimated"], dtype=np.float64),
-            tracked=np.asarray(sj["tracked"], dtype=bool),
-            tracking_quality=np.asarray(sj["tracking_quality"], dtype=np.float32),
-            keyframes=list(sj["keyframes"]),
-            depth=sz["depth"].astype(np.float32),
-            depth_confidence=sz["depth_confidence"].astype(np.float32),
-            dynamic_masks=masks,
-            timings_s=sj.get("timings_s", {}),
-            info=sj.get("info", {}),
-        )
+            z = self.read_npz(d / "conditioning.npz")
+            with self._reading(d / "conditioning.npz"):
+                cond = ConditioningMaps(z["rgb"], z["depth"].astype(np.float32), z["validity"].astype(np.float32))
+        sj = self.read_json(d / "slam.json")
+        with self._reading(d / "slam.json"):
+            T, tracked = np.asarray(sj["T_world_cam_estimated"], np.float64), np.asarray(sj["tracked"], bool)
+            quality, keyframes = np.asarray(sj["tracking_quality"], np.float32), list(sj["keyframes"])
+        sz = self.read_npz(d / "slam.npz")
+        with self._reading(d / "slam.npz"):
+            depth, confidence = sz["depth"].astype(np.float32), sz["depth_confidence"].astype(np.float32)
+        masks = self.read_npz(d / "masks.npz")
+        with self._reading(d / "masks.npz"):
+            dynamic = masks["dynamic_masks"]
+        slam = SlamResult(T_world_cam=T, tracked=tracked, tracking_quality=quality, keyframes=keyframes, depth=depth,
+                          depth_confidence=confidence, dynamic_masks=dynamic, timings_s=sj.get("timings_s", {}),
+                          info=sj.get("info", {}))
         gt = None
         if (d / "ground_truth.npz").is_file():
-            g = np.load(d / "ground_truth.npz")
-            gt = GroundTruth(**{k: g[k] for k in g.files})  # arrays a run saved before a field existed stay None
-        return RoundRecord(round_index=meta["round_index"], frame_offset=meta["frame_offset"], cameras=cams,
-                           frames=frames, conditioning=cond, slam=slam, slam_mode=meta["slam_mode"],
-                           ground_truth=gt, timings_s=meta.get("timings_s", {}),
+            g = self.read_npz(d / "ground_truth.npz")
+            with self._reading(d / "ground_truth.npz"):
+                gt = GroundTruth(**g)  # arrays a run saved before a field existed stay None
+        return RoundRecord(round_index=index, frame_offset=offset, cameras=cams, frames=frames, conditioning=cond,
+                           slam=slam, slam_mode=mode, ground_truth=gt, timings_s=meta.get("timings_s", {}),
                            memory_stats=meta.get("memory_stats", {}))
 
     def read_visibility(self, i: int) -> dict | None:
@@ -305,8 +374,8 @@ class RunDir:
         path = self.round_dir(i) / "visibility.npz"
         if not path.is_file():
             return None
-        with np.load(path) as z:
-            return dict(z)
+        return self.read_npz(path)
 
     def read_round_meta(self, i: int) -> dict:
-        return json.loads((self.round_dir(i) / "round.json").read_text())
+        """Round ``i``'s ``round.json``."""
+        return self.read_json(self.round_dir(i) / "round.json")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from spatia_py.cli import main
 from spatia_py.config import ConfigError, load_config
 from spatia_py.memory import SpatialMemory
 from spatia_py.pipeline import PipelineError, RoundLoop
-from spatia_py.rundir import RunDir
+from spatia_py.rundir import RunDir, RunDirError
 
 METRIC_KEYS = {"slam", "memory", "revisit_psnr_db", "revisit_psnr_db_by_first_round", "revisit_ssim",
                "memory_points_per_round", "timings_s", "frames", "ate_rmse_m", "path_length_m", "rot_err_median_deg", "depth_absrel_median",
@@ -44,8 +45,10 @@ def check_run_dir(out: Path, n_rounds: int) -> dict:
 
 def test_two_rounds_visual_slam(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "--config", str(DEMO), "--out", str(out), "--no-progress",
-                 *TINY]) == 0
+    # A 60 degree arc: the demo's angular step, so round 1's first keyframes take round 0's last
+    # frames as stereo sources (the state SLAM carries between clips).
+    arc = "path.params={center: [0.0, 0.0, 1.2], radius: 1.5, height: 1.4, degrees: 60}"
+    assert main(["run", "--config", str(DEMO), "--out", str(out), "--no-progress", *TINY, arc]) == 0
     m = check_run_dir(out, 2)
     assert m["slam"] == "visual" and m["memory"] is True
     assert m["memory_points_per_round"][0] > 0
@@ -56,6 +59,20 @@ def test_two_rounds_visual_slam(tmp_path):
     # The round-1 conditioning was rendered from memory.
     cond = np.load(out / "rounds" / "r001" / "conditioning.npz")
     assert cond["validity"].astype(np.float32).mean() > 0.05
+
+    # Resuming after round 0 gives round 1 bit for bit: visual SLAM carries the last clip's frames
+    # into the next clip's stereo, and the resumed run restores them from the run directory.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    shutil.rmtree(resumed / "rounds" / "r001")
+    (resumed / "memory" / "v001.npz").unlink()
+    assert main(["run", "--out", str(resumed), "--resume", "--no-progress"]) == 0
+    assert min(json.loads((out / "rounds" / "r001" / "slam.json").read_text())["info"]["keyframes"][0]["sources"]) < 0
+    for name in ("frames.npz", "conditioning.npz", "slam.npz", "masks.npz"):
+        a, b = np.load(out / "rounds" / "r001" / name), np.load(resumed / "rounds" / "r001" / name)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
+    assert json.loads((resumed / "metrics.json").read_text())["memory_points_per_round"] == m["memory_points_per_round"]
 
 
 def test_oracle_and_memory_off_are_labelled(tmp_path):
@@ -197,6 +214,46 @@ def test_render_command(tmp_path):
     # A second render into the same folder is refused, nothing overwritten.
     assert main(["render", str(out), "--path", str(tmp_path / "p.json"), "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 2
+
+
+def test_damaged_run_files_are_named_with_the_fix(tmp_path, capsys):
+    # A truncated or hand-broken file of a run stops every command with one line naming the file
+    # and how to recover, exit 2, and nothing is written; following the fix recovers the run.
+    out = tmp_path / "run"
+    RoundLoop(tiny_config("slam=oracle"), out, progress=False).run()
+    from spatia_py.geometry import orbit_path, save_path
+
+    save_path(orbit_path([0, 0, 1.2], 1.5, 1.4, 2, width=64, height_px=40, degrees=30), tmp_path / "p.json")
+    mem = out / "memory" / "v001.npz"
+    good_memory = mem.read_bytes()
+    mem.write_bytes(good_memory[:300])
+    capsys.readouterr()
+    assert main(["render", str(out), "--path", str(tmp_path / "p.json"), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{mem} is not a readable" in err and f"delete {mem}" in err and "--resume" in err
+    assert not (tmp_path / "r").exists()  # a later render into the same --out is not refused
+    mem.write_bytes(good_memory)
+
+    frames = out / "rounds" / "r001" / "frames.npz"
+    frames.write_bytes(frames.read_bytes()[:100])
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["run", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{frames} is damaged or unreadable" in err and f"delete {out / 'rounds' / 'r001'}" in err
+    assert sorted(p.name for p in out.rglob("*")) == before
+    (out / "rounds" / "r001" / "round.json").write_text("{bad")
+    with pytest.raises(RunDirError, match=r"round\.json is damaged or unreadable \(JSONDecodeError"):
+        RunDir(out).read_round(1)
+    shutil.rmtree(out / "rounds" / "r001")  # the fix: round 1 is generated again
+    assert main(["run", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert RunDir(out).read_round(1).frames.shape[0] == 8
+
+    (out / "cameras.json").write_text("[")
+    with pytest.raises(RunDirError, match="cameras.json is damaged.*writes it again"):
+        RunDir(out).read_json(out / "cameras.json")
+    assert main(["run", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert len(json.loads((out / "cameras.json").read_text())["cameras"]) == 16
 
 
 def test_lookahead_frames_serve_slam_and_are_not_committed(tmp_path, monkeypatch):
