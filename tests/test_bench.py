@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from spatia_py.bench import SCENARIO_NAMES, BenchError, run_bench
-from spatia_py.bench.peers import incremental_vs_rebuild, sim3_aligned_errors, time_interleaved, umeyama
+from spatia_py.bench.peers import incremental_vs_rebuild, sim3_aligned_errors, time_interleaved
 from spatia_py.bench.report import format_table, format_value, json_safe, row, write_plots, write_results_json
 from spatia_py.bench.scenarios import per_round_drift, rooms_points
 from spatia_py.bench.sysinfo import config_hash, machine_info
 from spatia_py.cli import main
-from spatia_py.geometry import Camera, intrinsics_from_fov, look_at, so3_exp
+from spatia_py.geometry import Camera, intrinsics_from_fov, look_at, so3_exp, umeyama
 from spatia_py.memory import SpatialMemory
 
 # --------------------------------------------------------------------------------------------

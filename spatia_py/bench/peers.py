@@ -32,8 +32,6 @@ from spatia_py.memory import SpatialMemory
 
 __all__ = [
     "time_interleaved",
-    "umeyama",
-    "apply_similarity",
     "sim3_aligned_errors",
     "incremental_vs_rebuild",
     "colmap_peer",
