@@ -319,7 +319,13 @@ class VisualSlam:
             T_world_cam: ``(N, 4, 4)`` their estimated poses.
             tracked: ``bool (N,)`` which frames were tracked.
         """
-        self._keep_history(to_gray(frames), np.asarray(T_world_cam, np.float64), np.asarray(tracked, bool), len(frames))
+        frames, T, tracked = np.asarray(frames), np.asarray(T_world_cam, np.float64), np.asarray(tracked, bool)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        N = len(frames)
+        if T.shape != (N, 4, 4) or tracked.shape != (N,):
+            raise ValueError(f"{N} frames need T_world_cam (N, 4, 4) and tracked (N,), got {T.shape} and {tracked.shape}")
+        self._keep_history(to_gray(frames), T, tracked, N)
 
     def _keep_history(self, gray: np.ndarray, T_est: np.ndarray, tracked: np.ndarray, commit: int) -> None:
         # Bounded state for the next clip: its first keyframes use these as extra stereo sources.

@@ -705,6 +705,17 @@ def test_state_for_the_next_clip_comes_from_committed_frames():
     assert len(slam._history) == min(n_hist, 8)
     np.testing.assert_array_equal(slam._history[-1][0], gray[-1])
     np.testing.assert_array_equal(slam._history[-1][1], res.T_world_cam[-1])
+    # A resumed run rebuilds the same state from the committed clip (frames, poses, tracked flags).
+    fresh = VisualSlam(cfg, 0.01)
+    fresh.restore(frames, res.T_world_cam, res.tracked)
+    assert len(fresh._history) == len(slam._history)
+    for (g0, T0), (g1, T1) in zip(slam._history, fresh._history, strict=True):
+        np.testing.assert_array_equal(g0, g1)
+        np.testing.assert_array_equal(T0, T1)
+    with pytest.raises(ValueError, match="uint8"):
+        fresh.restore(gray, res.T_world_cam, res.tracked)
+    with pytest.raises(ValueError, match=r"tracked \(N,\)"):
+        fresh.restore(frames, res.T_world_cam, res.tracked[:3])
 
 
 def test_first_clip_whose_commanded_camera_only_rotates_is_reported_untracked():
