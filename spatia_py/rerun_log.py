@@ -537,7 +537,8 @@ class _FrameStore:
         self.ranges = []
         for i in rounds:
             meta = rd.read_round_meta(i)
-            self.ranges.append((i, meta["frame_offset"], meta["frame_offset"] + meta["n_frames"]))
+            with rd.reading(rd.round_dir(i) / "round.json"):
+                self.ranges.append((i, int(meta["frame_offset"]), int(meta["frame_offset"]) + int(meta["n_frames"])))
         self._cache: dict[int, np.ndarray] = {}
 
     def frame(self, index: int) -> np.ndarray | None:
@@ -599,17 +600,23 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
             raise RunDirError(f"{rd.config_path} is unreadable ({e}); restore it from a copy") from None
     fps = 24.0
     if rd.cameras_path.is_file():
-        fps = float(rd.read_json(rd.cameras_path).get("fps", fps))
+        cameras_json = rd.read_json(rd.cameras_path)
+        with rd.reading(rd.cameras_path):
+            fps = float(cameras_json.get("fps", fps))
     metas = [rd.read_round_meta(i) for i in rounds]
     from spatia_py.geometry import Camera
 
-    cams = [Camera.from_dict(c, f"{rd.round_dir(i)}/round.json") for i, m in zip(rounds, metas, strict=True) for c in m["cameras"]]
+    cams = []
+    for i, m in zip(rounds, metas, strict=True):
+        with rd.reading(rd.round_dir(i) / "round.json"):
+            cams += [Camera.from_dict(c, f"{rd.round_dir(i)}/round.json") for c in m["cameras"]]
     frames = _FrameStore(rd, rounds)
     estimated: dict[int, np.ndarray] = {}  # global frame index -> SLAM T_world_cam (reference cameras)
     for i, m in zip(rounds, metas, strict=True):
         sj = rd.read_json(rd.round_dir(i) / "slam.json")
-        for k, T in enumerate(sj["T_world_cam_estimated"]):
-            estimated[m["frame_offset"] + k] = np.asarray(T, dtype=np.float64)
+        with rd.reading(rd.round_dir(i) / "slam.json"):
+            for k, T in enumerate(sj["T_world_cam_estimated"]):
+                estimated[m["frame_offset"] + k] = np.asarray(T, dtype=np.float64)
 
     tmp = out.with_name(f".{out.name}.tmp.rrd")
     tmp.unlink(missing_ok=True)

@@ -53,7 +53,8 @@ class RunDirError(RuntimeError):
 
 
 # What reading a truncated, foreign or hand-edited file raises (json, numpy's .npz, zip and zlib).
-_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile, zlib.error)
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError, zipfile.BadZipFile,
+                zlib.error)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -286,9 +287,10 @@ class RunDir:
         return "restore it from a copy, or start a new run"
 
     @contextlib.contextmanager
-    def _reading(self, path: Path):
-        """Turn the errors of reading ``path`` (missing, truncated, malformed) into a RunDirError
-        that names the file and the fix."""
+    def reading(self, path: Path):
+        """Context manager: errors of reading ``path`` or the data read from it (missing file,
+        truncated, malformed, a key or type that is not there) become a :class:`RunDirError` that
+        names the file and the fix."""
         try:
             yield
         except RunDirError:
@@ -301,20 +303,20 @@ class RunDir:
 
     def read_json(self, path: Path):
         """A JSON file of this run; a missing or malformed file raises :class:`RunDirError`."""
-        with self._reading(path):
+        with self.reading(path):
             return json.loads(Path(path).read_text())
 
     def read_npz(self, path: Path) -> dict[str, np.ndarray]:
         """All arrays of an ``.npz`` file of this run, read eagerly (the file is closed on return);
         a missing, truncated or malformed file raises :class:`RunDirError`."""
-        with self._reading(path), np.load(path, allow_pickle=False) as z:
+        with self.reading(path), np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
     def read_frames(self, i: int) -> np.ndarray:
         """Round ``i``'s frames, ``uint8 (N, H, W, 3)``."""
         path = self.round_dir(i) / "frames.npz"
         z = self.read_npz(path)
-        with self._reading(path):
+        with self.reading(path):
             return z["frames"]
 
     def load_memory(self, i: int):
@@ -337,7 +339,7 @@ class RunDir:
         if not (d / "round.json").is_file():
             raise RunDirError(f"round {i} of {self.root} is missing or incomplete ({d}/round.json not found)")
         meta = self.read_round_meta(i)
-        with self._reading(d / "round.json"):
+        with self.reading(d / "round.json"):
             cams = [Camera.from_dict(c, f"{d}/round.json camera {k}") for k, c in enumerate(meta["cameras"])]
             n = int(meta["n_frames"])
             index, offset, mode = int(meta["round_index"]), int(meta["frame_offset"]), str(meta["slam_mode"])
@@ -345,17 +347,17 @@ class RunDir:
         cond = None
         if (d / "conditioning.npz").is_file():
             z = self.read_npz(d / "conditioning.npz")
-            with self._reading(d / "conditioning.npz"):
+            with self.reading(d / "conditioning.npz"):
                 cond = ConditioningMaps(z["rgb"], z["depth"].astype(np.float32), z["validity"].astype(np.float32))
         sj = self.read_json(d / "slam.json")
-        with self._reading(d / "slam.json"):
+        with self.reading(d / "slam.json"):
             T, tracked = np.asarray(sj["T_world_cam_estimated"], np.float64), np.asarray(sj["tracked"], bool)
             quality, keyframes = np.asarray(sj["tracking_quality"], np.float32), list(sj["keyframes"])
         sz = self.read_npz(d / "slam.npz")
-        with self._reading(d / "slam.npz"):
+        with self.reading(d / "slam.npz"):
             depth, confidence = sz["depth"].astype(np.float32), sz["depth_confidence"].astype(np.float32)
         masks = self.read_npz(d / "masks.npz")
-        with self._reading(d / "masks.npz"):
+        with self.reading(d / "masks.npz"):
             dynamic = masks["dynamic_masks"]
         slam = SlamResult(T_world_cam=T, tracked=tracked, tracking_quality=quality, keyframes=keyframes, depth=depth,
                           depth_confidence=confidence, dynamic_masks=dynamic, timings_s=sj.get("timings_s", {}),
@@ -363,7 +365,7 @@ class RunDir:
         gt = None
         if (d / "ground_truth.npz").is_file():
             g = self.read_npz(d / "ground_truth.npz")
-            with self._reading(d / "ground_truth.npz"):
+            with self.reading(d / "ground_truth.npz"):
                 gt = GroundTruth(**g)  # arrays a run saved before a field existed stay None
         return RoundRecord(round_index=index, frame_offset=offset, cameras=cams, frames=frames, conditioning=cond,
                            slam=slam, slam_mode=mode, ground_truth=gt, timings_s=meta.get("timings_s", {}),
