@@ -13,7 +13,9 @@ at the commanded camera tracks to 1.2 mm median / 1.9 mm max at 28 ms CPU per fr
 rendering + PnP/RANSAC with its depth to 1.6 / 4.5 mm at 128 ms (the commanded pose is off by 24 mm).
 Thousands of gradient pixels pin the small residual motion tighter than a few hundred matches.
 
-Everything here is numpy, single-threaded on purpose (predictable on shared cores).
+Everything here is numpy, single-threaded on purpose (predictable on shared cores). What does not
+depend on the pose (:func:`prepare_template`) can be prepared ahead, e.g. for a whole clip on a
+thread pool, and the sequential alignment then only iterates.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 
 from spatia_py.geometry import so3_exp, so3_log
 
-__all__ = ["AlignResult", "align_to_template", "build_pyramid", "scale_K", "sample_bilinear"]
+__all__ = ["AlignResult", "Template", "align_to_template", "build_pyramid", "prepare_template", "scale_K",
+           "sample_bilinear"]
 
 
 @dataclass
@@ -121,10 +124,79 @@ def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gx, gy
 
 
-def align_to_template(
-    frame_gray: np.ndarray,
+@dataclass
+class Template:
+    """A template prepared for :func:`align_to_template`: everything that does not depend on the
+    pose (pyramids, pixel selection, 3D points, Jacobians), so a caller can prepare many templates
+    in parallel and align them one after another. Made by :func:`prepare_template`."""
+
+    levels: list[dict]
+    """Per pyramid level, coarsest first: ``level``, ``pixels`` and either ``skipped`` (too few
+    pixels) or ``K``, ``X (N, 3)`` template points, ``I (N,)`` intensities, ``J (N, 6)`` Jacobian."""
+    n_levels: int
+    """Pyramid levels (the frame pyramid must have as many)."""
+
+
+def prepare_template(
     tmpl_gray: np.ndarray,
     tmpl_depth: np.ndarray,
+    K: np.ndarray,
+    *,
+    levels: int = 3,
+    min_level: int = 0,
+    max_pixels: int = 30000,
+    min_gradient: float = 0.01,
+    min_pixels: int = 500,
+    smooth_rel: float = 0.05,
+    smooth_window: int = 7,
+) -> Template:
+    """Prepare a template for :func:`align_to_template` (arguments as there)."""
+    tp = build_pyramid(tmpl_gray, levels)
+    dp = [_smooth_depth_only(np.asarray(tmpl_depth, np.float32), smooth_rel, smooth_window)]
+    for _ in range(levels - 1):
+        dp.append(_down2_depth(dp[-1]))
+    out = []
+    for lvl in range(levels - 1, min_level - 1, -1):
+        img_t, dep = tp[lvl], dp[lvl]
+        Kl = scale_K(K, 0.5**lvl)
+        H, W = img_t.shape
+        gx, gy = _gradients(img_t)
+        # Pixels with depth whose 3x3 neighbourhood has depth too (template gradients are valid there).
+        valid = dep > 0
+        vv = valid.copy()
+        vv[1:-1, 1:-1] = valid[1:-1, 1:-1] & valid[:-2, 1:-1] & valid[2:, 1:-1] & valid[1:-1, :-2] & valid[1:-1, 2:]
+        vv[0, :] = vv[-1, :] = False
+        vv[:, 0] = vv[:, -1] = False
+        gmag = np.hypot(gx, gy)
+        sel = vv & (gmag > min_gradient)
+        idx = np.flatnonzero(sel)
+        if len(idx) > max_pixels:
+            idx = idx[np.linspace(0, len(idx) - 1, max_pixels).astype(np.int64)]
+        if len(idx) < min_pixels // (4**lvl) + 20:
+            out.append({"level": lvl, "pixels": int(len(idx)), "skipped": True})
+            continue
+        vs, us = np.divmod(idx, W)
+        z = dep.ravel()[idx].astype(np.float64)
+        Kinv = np.linalg.inv(Kl)
+        X = np.stack([us, vs, np.ones_like(us)], 1).astype(np.float64) @ Kinv.T * z[:, None]
+        It = img_t.ravel()[idx]
+        gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
+        fx, fy, s_ = Kl[0, 0], Kl[1, 1], Kl[0, 1]
+        x, y, zz = X[:, 0], X[:, 1], X[:, 2]
+        # d pi / d X (2x3), template side (inverse compositional).
+        du = np.stack([fx / zz, s_ / zz, -(fx * x + s_ * y) / zz**2], 1)
+        dv = np.stack([np.zeros_like(zz), fy / zz, -fy * y / zz**2], 1)
+        dI_dX = gxs[:, None] * du + gys[:, None] * dv  # (N, 3)
+        # dX/d(w, v) = [-[X]x, I]  ->  dI/dw = X x dI_dX
+        J = np.concatenate([np.cross(X, dI_dX), dI_dX], 1)  # (N, 6)
+        out.append({"level": lvl, "pixels": int(len(idx)), "K": Kl, "X": X, "I": It, "J": J})
+    return Template(out, levels)
+
+
+def align_to_template(
+    frame_gray: np.ndarray,
+    tmpl_gray: np.ndarray | None,
+    tmpl_depth: np.ndarray | None,
     K: np.ndarray,
     T_frame_tmpl_init: np.ndarray | None = None,
     *,
@@ -138,6 +210,7 @@ def align_to_template(
     min_pixels: int = 500,
     min_inlier_fraction: float = 0.3,
     frame_pyr: list[np.ndarray] | None = None,
+    template: Template | None = None,
     prior_T_frame_tmpl: np.ndarray | None = None,
     prior_sigma_deg: float = 0.3,
     prior_sigma_m: float = 0.02,
@@ -149,8 +222,9 @@ def align_to_template(
 
     Args:
         frame_gray: ``float32 (H, W)`` in [0, 1].
-        tmpl_gray: ``float32 (H, W)`` in [0, 1].
-        tmpl_depth: ``float32 (H, W)`` metric z-depth of the template, 0 = unknown.
+        tmpl_gray: ``float32 (H, W)`` in [0, 1] (unused with ``template``).
+        tmpl_depth: ``float32 (H, W)`` metric z-depth of the template, 0 = unknown (unused with
+            ``template``).
         K: ``(3, 3)`` intrinsics of both (same camera model at full resolution).
         T_frame_tmpl_init: initial ``(4, 4)``; identity if None.
         levels: pyramid levels (coarsest first during optimisation).
@@ -164,6 +238,9 @@ def align_to_template(
             scale must stay below ``max_sigma``: a frame that shares nothing with the template has
             a large scale, against which every residual would look like an inlier).
         frame_pyr: precomputed pyramid of ``frame_gray`` (saves time when a frame is aligned twice).
+        template: ``tmpl_gray`` and ``tmpl_depth`` prepared by :func:`prepare_template` (with this
+            call's ``K``, ``levels``, ``min_level``, ``max_pixels``, ``min_gradient``, ``min_pixels``,
+            ``smooth_rel`` and ``smooth_window``, which it then stands for); prepared here if None.
         prior_T_frame_tmpl: optional ``(4, 4)`` pose prior (e.g. from the commanded camera): a
             Gaussian with ``prior_sigma_deg`` / ``prior_sigma_m`` per axis, which only matters in
             directions the image leaves weak (a flat wall couples yaw and sideways motion).
@@ -180,51 +257,24 @@ def align_to_template(
     if prior_T_frame_tmpl is not None:
         Lam = np.diag([1 / np.radians(prior_sigma_deg) ** 2] * 3 + [1 / prior_sigma_m**2] * 3)
         T_prior_inv = np.linalg.inv(prior_T_frame_tmpl)
-    fp = frame_pyr if frame_pyr is not None else build_pyramid(frame_gray, levels)
-    tp = build_pyramid(tmpl_gray, levels)
-    dp = [_smooth_depth_only(np.asarray(tmpl_depth, np.float32), smooth_rel, smooth_window)]
-    for _ in range(levels - 1):
-        dp.append(_down2_depth(dp[-1]))
+    if template is None:
+        template = prepare_template(tmpl_gray, tmpl_depth, K, levels=levels, min_level=min_level,
+                                    max_pixels=max_pixels, min_gradient=min_gradient, min_pixels=min_pixels,
+                                    smooth_rel=smooth_rel, smooth_window=smooth_window)
+    fp = frame_pyr if frame_pyr is not None else build_pyramid(frame_gray, template.n_levels)
     info: dict = {"levels": []}
     n_used = 0
     inl_frac = 0.0
     rmse = float("nan")
-    for lvl in range(levels - 1, min_level - 1, -1):
-        img_f, img_t, dep = fp[lvl], tp[lvl], dp[lvl]
-        Kl = scale_K(K, 0.5**lvl)
-        H, W = img_t.shape
-        gx, gy = _gradients(img_t)
-        # Pixels with depth whose 3x3 neighbourhood has depth too (template gradients are valid there).
-        valid = dep > 0
-        vv = valid.copy()
-        vv[1:-1, 1:-1] = valid[1:-1, 1:-1] & valid[:-2, 1:-1] & valid[2:, 1:-1] & valid[1:-1, :-2] & valid[1:-1, 2:]
-        vv[0, :] = vv[-1, :] = False
-        vv[:, 0] = vv[:, -1] = False
-        gmag = np.hypot(gx, gy)
-        sel = vv & (gmag > min_gradient)
-        idx = np.flatnonzero(sel)
-        if len(idx) > max_pixels:
-            idx = idx[np.linspace(0, len(idx) - 1, max_pixels).astype(np.int64)]
-        if len(idx) < min_pixels // (4**lvl) + 20:
-            info["levels"].append({"level": lvl, "pixels": int(len(idx)), "skipped": True})
-            n_used = len(idx)
+    for tl in template.levels:
+        lvl = tl["level"]
+        if tl.get("skipped"):
+            info["levels"].append({"level": lvl, "pixels": tl["pixels"], "skipped": True})
+            n_used = tl["pixels"]
             continue
-        vs, us = np.divmod(idx, W)
-        z = dep.ravel()[idx].astype(np.float64)
-        Kinv = np.linalg.inv(Kl)
-        X = np.stack([us, vs, np.ones_like(us)], 1).astype(np.float64) @ Kinv.T * z[:, None]
-        It = img_t.ravel()[idx]
-        gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
-        fx, fy, s_ = Kl[0, 0], Kl[1, 1], Kl[0, 1]
-        x, y, zz = X[:, 0], X[:, 1], X[:, 2]
-        # d pi / d X (2x3), template side (inverse compositional).
-        du = np.stack([fx / zz, s_ / zz, -(fx * x + s_ * y) / zz**2], 1)
-        dv = np.stack([np.zeros_like(zz), fy / zz, -fy * y / zz**2], 1)
-        dI_dX = gxs[:, None] * du + gys[:, None] * dv  # (N, 3)
-        # dX/d(w, v) = [-[X]x, I]  ->  dI/dw = X x dI_dX
-        J = np.concatenate([np.cross(X, dI_dX), dI_dX], 1)  # (N, 6)
+        img_f, Kl, X, It, J = fp[lvl], tl["K"], tl["X"], tl["I"], tl["J"]
         sigma = None
-        lvl_info = {"level": lvl, "pixels": int(len(idx))}
+        lvl_info = {"level": lvl, "pixels": tl["pixels"]}
         n_it = 0
         for _ in range(iters_finest if lvl == min_level else iters):
             n_it += 1
@@ -266,8 +316,8 @@ def align_to_template(
         lvl_info["iters"] = n_it
         if sigma is not None:
             inl = ok & (np.abs(r) <= inlier_sigma * sigma)
-            n_used = int(len(idx))
-            inl_frac = float(inl.sum() / max(len(idx), 1))
+            n_used = tl["pixels"]
+            inl_frac = float(inl.sum() / max(n_used, 1))
             rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if inl.any() else float("nan")
             lvl_info.update(inlier_fraction=inl_frac, rmse=rmse, sigma=float(sigma))
             # Hessian conditioning: a template with too little structure leaves directions free.

@@ -57,7 +57,7 @@ from slam.mvs import (
     resize_depth,
     sweep_coarse_to_fine,
 )
-from slam.photometric import align_to_template, scale_K
+from slam.photometric import align_to_template, build_pyramid, prepare_template, scale_K
 from slam.sfm import incremental_sfm, verify_pairs
 from spatia_py.conditioning import fill_enclosed_holes
 from spatia_py.geometry import (
@@ -417,25 +417,39 @@ class VisualSlam:
         K = cameras[0].K
         corr = np.eye(4)  # T_cmd_actual of the last tracked frame (control error is smooth)
         details = []
+        if templates is None:
+            with timer("render"):
+                templates = tuple(map(np.stack, zip(*(
+                    self._render(mem_xyz, mem_rgb, K, c.T_world_cam, W, H) for c in cameras), strict=True)))
+        min_pixels = max(100, round(cfg.track_min_pixels * W * H / (512 * 320)))
+
+        def prepare(i):
+            # What does not depend on the pose runs on the pool; the alignment itself is sequential
+            # (each frame starts from the previous frame's correction).
+            return build_pyramid(gray[i], cfg.track_levels), prepare_template(
+                to_gray(templates[0][i]), templates[1][i], K, levels=cfg.track_levels,
+                max_pixels=cfg.track_max_pixels, min_pixels=min_pixels)
+
+        with timer("track"):
+            prepared = self._workers.map(prepare, range(N))
         for i in range(N):
             C = cameras[i].T_world_cam
-            if templates is not None:
-                rgb_t, dep_t = templates[0][i], templates[1][i]
-            else:
-                with timer("render"):
-                    rgb_t, dep_t = self._render(mem_xyz, mem_rgb, K, C, W, H)
-            mem_cov[i] = float((dep_t > 0).mean())
+            mem_cov[i] = float((templates[1][i] > 0).mean())
+            frame_pyr, template = prepared[i]
+            prepared[i] = None  # each template is used once
             with timer("track"):
                 res = align_to_template(
                     gray[i],
-                    to_gray(rgb_t),
-                    dep_t,
+                    None,
+                    None,
                     K,
                     invert_pose(corr),
                     levels=cfg.track_levels,
                     max_pixels=cfg.track_max_pixels,
-                    min_pixels=max(100, round(cfg.track_min_pixels * W * H / (512 * 320))),
+                    min_pixels=min_pixels,
                     min_inlier_fraction=cfg.track_min_inlier_fraction,
+                    frame_pyr=frame_pyr,
+                    template=template,
                     prior_T_frame_tmpl=np.eye(4),
                     prior_sigma_deg=cfg.track_prior_sigma_deg,
                     prior_sigma_m=cfg.track_prior_sigma_m,

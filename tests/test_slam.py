@@ -16,7 +16,7 @@ from slam import SlamConfig, VisualSlam, fuse_clip
 from slam.bundle import BaProblem, bundle_adjust, triangulate_tracks
 from slam.features import to_gray
 from slam.mvs import refine_depth_edges, resize_area, sweep_coarse_to_fine
-from slam.photometric import align_to_template, scale_K
+from slam.photometric import align_to_template, build_pyramid, prepare_template, scale_K
 from spatia_py.geometry import Camera, intrinsics_from_fov, invert_pose, look_at, pose_distance, se3_exp
 from spatia_py.memory import SpatialMemory
 from spatia_py.types import SlamResult
@@ -162,6 +162,12 @@ def test_direct_alignment_recovers_known_perturbation():
     dt0, dr0 = pose_distance(cam.T_world_cam, T_actual)
     assert dt < 0.003 and dr < 0.05, (dt, dr)
     assert dt < 0.2 * dt0 and dr < 0.2 * dr0
+    # A template prepared ahead (SLAM prepares a clip's templates in parallel) aligns bit for bit alike.
+    tmpl = prepare_template(to_gray(rgb_t), depth_t, K, levels=3, max_pixels=8000, min_pixels=200)
+    pre = align_to_template(to_gray(rgb_f), None, None, K, levels=3, max_pixels=8000, min_pixels=200, template=tmpl,
+                            frame_pyr=build_pyramid(to_gray(rgb_f), 3))
+    np.testing.assert_array_equal(pre.T_frame_tmpl, res.T_frame_tmpl)
+    assert (pre.ok, pre.n_pixels, pre.inlier_fraction, pre.info) == (res.ok, res.n_pixels, res.inlier_fraction, res.info)
 
 
 def test_pnp_registration_in_clip_sfm_recovers_poses():
