@@ -18,8 +18,8 @@ class SlamConfig:
     """Torch threads while SLAM runs (restored afterwards). One is faster on shared cores: measured
     0.12 s CPU / 0.23 s wall per plane sweep with 1 thread vs 0.38 s / 0.63 s with 2 under load."""
     workers: int = 0
-    """Python threads for independent per-keyframe and per-frame work (keyframe sweeps, their
-    consistency checks, hole filling, transient labels and per-frame dynamic masks); torch, NumPy
+    """Python threads for independent per-keyframe and per-frame work (tracking templates, keyframe
+    sweeps, their consistency checks, hole filling, transient labels and per-frame dynamic masks); torch, NumPy
     and SciPy release the GIL in that work, so one whole task per core beats intra-op threads.
     Each worker uses ``torch_threads`` torch threads (so up to ``workers * torch_threads`` cores).
     ``0``: one per available CPU core, at most 4; ``1``: serial. Results do not depend on it (each

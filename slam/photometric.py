@@ -13,7 +13,7 @@ at the commanded camera tracks to 1.2 mm median / 1.9 mm max at 28 ms CPU per fr
 rendering + PnP/RANSAC with its depth to 1.6 / 4.5 mm at 128 ms (the commanded pose is off by 24 mm).
 Thousands of gradient pixels pin the small residual motion tighter than a few hundred matches.
 
-Everything here is numpy, single-threaded on purpose (predictable on shared cores). What does not
+Everything here is numpy, each call single-threaded on purpose (predictable on shared cores). What does not
 depend on the pose (:func:`prepare_template`) can be prepared ahead, e.g. for a whole clip on a
 thread pool, and the sequential alignment then only iterates.
 """
@@ -135,6 +135,8 @@ class Template:
     pixels) or ``K``, ``X (N, 3)`` template points, ``I (N,)`` intensities, ``J (N, 6)`` Jacobian."""
     n_levels: int
     """Pyramid levels (the frame pyramid must have as many)."""
+    min_level: int
+    """Finest level prepared."""
 
 
 def prepare_template(
@@ -190,7 +192,7 @@ def prepare_template(
         # dX/d(w, v) = [-[X]x, I]  ->  dI/dw = X x dI_dX
         J = np.concatenate([np.cross(X, dI_dX), dI_dX], 1)  # (N, 6)
         out.append({"level": lvl, "pixels": int(len(idx)), "K": Kl, "X": X, "I": It, "J": J})
-    return Template(out, levels)
+    return Template(out, levels, min_level)
 
 
 def align_to_template(
@@ -257,7 +259,12 @@ def align_to_template(
     if prior_T_frame_tmpl is not None:
         Lam = np.diag([1 / np.radians(prior_sigma_deg) ** 2] * 3 + [1 / prior_sigma_m**2] * 3)
         T_prior_inv = np.linalg.inv(prior_T_frame_tmpl)
+    if template is not None and (template.n_levels, template.min_level) != (levels, min_level):
+        raise ValueError(f"the template was prepared with levels={template.n_levels}, min_level={template.min_level}; "
+                         f"this call has levels={levels}, min_level={min_level}: pass the same to both")
     if template is None:
+        if tmpl_gray is None or tmpl_depth is None:
+            raise ValueError("align_to_template needs tmpl_gray and tmpl_depth, or a template from prepare_template")
         template = prepare_template(tmpl_gray, tmpl_depth, K, levels=levels, min_level=min_level,
                                     max_pixels=max_pixels, min_gradient=min_gradient, min_pixels=min_pixels,
                                     smooth_rel=smooth_rel, smooth_window=smooth_window)

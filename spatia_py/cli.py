@@ -142,7 +142,8 @@ def cmd_render(args) -> int:
     versions = sorted(rd.memory_dir.glob("v[0-9][0-9][0-9].npz"))
     if not versions:
         raise CliError(f"{args.run} has no memory versions (memory/vNNN.npz); did its first round finish?")
-    version = int(versions[-1].stem[1:]) if args.version is None else args.version
+    done = rd.completed_rounds()  # a version past the last committed round belongs to an interrupted one
+    version = (done[-1] if done else int(versions[-1].stem[1:])) if args.version is None else args.version
     if not rd.memory_version_path(version).is_file():
         raise CliError(f"memory version {version} not found; available: {', '.join(p.stem[1:] for p in versions)}")
     path = load_path(args.path)

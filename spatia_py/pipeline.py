@@ -61,7 +61,8 @@ def load_run_config(rd: RunDir) -> RunConfig:
     try:
         return config_from_dict(RunConfig, yaml.safe_load(rd.config_path.read_text()), str(rd.config_path))
     except (ConfigError, yaml.YAMLError, OSError) as e:
-        raise PipelineError(f"the config saved in {rd.config_path} is unreadable: {e}") from None
+        raise PipelineError(f"the config saved in {rd.config_path} is unreadable: {e}; "
+                            f"{rd.recovery_hint(rd.config_path)}") from None
 
 
 def segments(n_frames: int, per_round: int) -> list[tuple[int, int]]:

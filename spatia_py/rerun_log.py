@@ -597,12 +597,11 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
         try:
             config = yaml.safe_load(rd.config_path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise RunDirError(f"{rd.config_path} is unreadable ({e}); restore it from a copy") from None
+            raise RunDirError(f"{rd.config_path} is unreadable ({e}); {rd.recovery_hint(rd.config_path)}") from None
     fps = 24.0
     if rd.cameras_path.is_file():
-        cameras_json = rd.read_json(rd.cameras_path)
         with rd.reading(rd.cameras_path):
-            fps = float(cameras_json.get("fps", fps))
+            fps = float(rd.read_json(rd.cameras_path).get("fps", fps))
     metas = [rd.read_round_meta(i) for i in rounds]
     from spatia_py.geometry import Camera
 
@@ -613,9 +612,8 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
     frames = _FrameStore(rd, rounds)
     estimated: dict[int, np.ndarray] = {}  # global frame index -> SLAM T_world_cam (reference cameras)
     for i, m in zip(rounds, metas, strict=True):
-        sj = rd.read_json(rd.round_dir(i) / "slam.json")
         with rd.reading(rd.round_dir(i) / "slam.json"):
-            for k, T in enumerate(sj["T_world_cam_estimated"]):
+            for k, T in enumerate(rd.read_json(rd.round_dir(i) / "slam.json")["T_world_cam_estimated"]):
                 estimated[m["frame_offset"] + k] = np.asarray(T, dtype=np.float64)
 
     tmp = out.with_name(f".{out.name}.tmp.rrd")

@@ -57,6 +57,13 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeE
                 zlib.error)
 
 
+def _check_lengths(n: int, **arrays: np.ndarray) -> None:
+    """Raise ValueError unless every array holds one entry per frame of the round (``n``)."""
+    for name, a in arrays.items():
+        if a.ndim == 0 or len(a) != n:
+            raise ValueError(f"'{name}' has {0 if a.ndim == 0 else len(a)} entries for a round of {n} frames")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
@@ -274,14 +281,17 @@ class RunDir:
         return final
 
     # reading back ------------------------------------------------------------------------------
-    def _recovery(self, path: Path) -> str:
-        """How to recover from an unreadable ``path`` of this run (the fix named in read errors)."""
+    def recovery_hint(self, path: Path, *, missing: bool = False) -> str:
+        """How to recover from an unreadable (or ``missing``) ``path`` of this run: the fix named in
+        read errors."""
         path = Path(path)
         resume = f"'spatia run --out {self.root} --resume'"
         for digits, owner in ((path.parent.name[1:], self.round_dir), (path.stem[1:], self.memory_version_path)):
             if digits.isdigit() and owner(int(digits)) in (path, path.parent):
-                return (f"delete {owner(int(digits))}; {resume} then generates round {int(digits)} and the "
-                        "rounds after it again (earlier rounds are kept)")
+                regenerate = (f"{resume} generates round {int(digits)} and the rounds after it again (earlier "
+                              "rounds are kept)")
+                return regenerate if missing and owner == self.memory_version_path else (
+                    f"delete {owner(int(digits))}; then {regenerate}")
         if path in (self.metrics_path, self.cameras_path):
             return f"{resume} writes it again"
         return "restore it from a copy, or start a new run"
@@ -293,13 +303,11 @@ class RunDir:
         names the file and the fix."""
         try:
             yield
-        except RunDirError:
-            raise
         except FileNotFoundError:
-            raise RunDirError(f"{path} is missing; {self._recovery(path)}") from None
+            raise RunDirError(f"{path} is missing; {self.recovery_hint(path, missing=True)}") from None
         except _READ_ERRORS as e:
             raise RunDirError(f"{path} is damaged or unreadable ({type(e).__name__}: {e}); "
-                              f"{self._recovery(path)}") from None
+                              f"{self.recovery_hint(path)}") from None
 
     def read_json(self, path: Path):
         """A JSON file of this run; a missing or malformed file raises :class:`RunDirError`."""
@@ -315,9 +323,8 @@ class RunDir:
     def read_frames(self, i: int) -> np.ndarray:
         """Round ``i``'s frames, ``uint8 (N, H, W, 3)``."""
         path = self.round_dir(i) / "frames.npz"
-        z = self.read_npz(path)
         with self.reading(path):
-            return z["frames"]
+            return self.read_npz(path)["frames"]
 
     def load_memory(self, i: int):
         """The memory after round ``i`` (``memory/vNNN.npz``), as a ``SpatialMemory``; a missing or
@@ -326,11 +333,11 @@ class RunDir:
 
         path = self.memory_version_path(i)
         if not path.is_file():
-            raise RunDirError(f"{path} is missing; {self._recovery(path)}")
+            raise RunDirError(f"{path} is missing; {self.recovery_hint(path, missing=True)}")
         try:
             return SpatialMemory.load(path)
         except MemoryFormatError as e:
-            raise RunDirError(f"{e}; {self._recovery(path)}") from None
+            raise RunDirError(f"{e}; {self.recovery_hint(path)}") from None
 
     def read_round(self, i: int, *, with_frames: bool = True) -> RoundRecord:
         """Load a committed round back (frames, conditioning, SLAM result, ground truth). A missing,
@@ -338,35 +345,40 @@ class RunDir:
         d = self.round_dir(i)
         if not (d / "round.json").is_file():
             raise RunDirError(f"round {i} of {self.root} is missing or incomplete ({d}/round.json not found)")
-        meta = self.read_round_meta(i)
         with self.reading(d / "round.json"):
+            meta = self.read_round_meta(i)
             cams = [Camera.from_dict(c, f"{d}/round.json camera {k}") for k, c in enumerate(meta["cameras"])]
             n = int(meta["n_frames"])
             index, offset, mode = int(meta["round_index"]), int(meta["frame_offset"]), str(meta["slam_mode"])
-        frames = self.read_frames(i) if with_frames else np.zeros((n, 0, 0, 3), np.uint8)
+        frames = np.zeros((n, 0, 0, 3), np.uint8)
+        if with_frames:
+            with self.reading(d / "frames.npz"):
+                frames = self.read_frames(i)
+                _check_lengths(n, frames=frames)
         cond = None
         if (d / "conditioning.npz").is_file():
-            z = self.read_npz(d / "conditioning.npz")
             with self.reading(d / "conditioning.npz"):
+                z = self.read_npz(d / "conditioning.npz")
                 cond = ConditioningMaps(z["rgb"], z["depth"].astype(np.float32), z["validity"].astype(np.float32))
-        sj = self.read_json(d / "slam.json")
         with self.reading(d / "slam.json"):
+            sj = self.read_json(d / "slam.json")
             T, tracked = np.asarray(sj["T_world_cam_estimated"], np.float64), np.asarray(sj["tracked"], bool)
             quality, keyframes = np.asarray(sj["tracking_quality"], np.float32), list(sj["keyframes"])
-        sz = self.read_npz(d / "slam.npz")
+            _check_lengths(n, T_world_cam_estimated=T, tracked=tracked, tracking_quality=quality)
         with self.reading(d / "slam.npz"):
+            sz = self.read_npz(d / "slam.npz")
             depth, confidence = sz["depth"].astype(np.float32), sz["depth_confidence"].astype(np.float32)
-        masks = self.read_npz(d / "masks.npz")
+            _check_lengths(n, depth=depth, depth_confidence=confidence)
         with self.reading(d / "masks.npz"):
-            dynamic = masks["dynamic_masks"]
+            dynamic = self.read_npz(d / "masks.npz")["dynamic_masks"]
+            _check_lengths(n, dynamic_masks=dynamic)
         slam = SlamResult(T_world_cam=T, tracked=tracked, tracking_quality=quality, keyframes=keyframes, depth=depth,
                           depth_confidence=confidence, dynamic_masks=dynamic, timings_s=sj.get("timings_s", {}),
                           info=sj.get("info", {}))
         gt = None
         if (d / "ground_truth.npz").is_file():
-            g = self.read_npz(d / "ground_truth.npz")
             with self.reading(d / "ground_truth.npz"):
-                gt = GroundTruth(**g)  # arrays a run saved before a field existed stay None
+                gt = GroundTruth(**self.read_npz(d / "ground_truth.npz"))  # arrays a run saved before a field existed stay None
         return RoundRecord(round_index=index, frame_offset=offset, cameras=cams, frames=frames, conditioning=cond,
                            slam=slam, slam_mode=mode, ground_truth=gt, timings_s=meta.get("timings_s", {}),
                            memory_stats=meta.get("memory_stats", {}))

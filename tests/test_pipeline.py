@@ -254,6 +254,18 @@ def test_damaged_run_files_are_named_with_the_fix(tmp_path, capsys):
         RunDir(out).read_json(out / "cameras.json")
     assert main(["run", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert len(json.loads((out / "cameras.json").read_text())["cameras"]) == 16
+    with pytest.raises(RunDirError, match=r"v007\.npz is missing; 'spatia run .* --resume' generates round 7") as e:
+        RunDir(out).load_memory(7)
+    assert "delete" not in str(e.value)  # nothing to delete when the file is missing
+
+    # Poses and tracked flags of different lengths (a hand-edited slam.json) stop the resume cleanly.
+    sj_path = out / "rounds" / "r001" / "slam.json"
+    sj = json.loads(sj_path.read_text())
+    sj["tracked"] = sj["tracked"][:3]
+    sj_path.write_text(json.dumps(sj))
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert f"{sj_path} is damaged or unreadable" in capsys.readouterr().err
 
 
 def test_lookahead_frames_serve_slam_and_are_not_committed(tmp_path, monkeypatch):

@@ -168,6 +168,10 @@ def test_direct_alignment_recovers_known_perturbation():
                             frame_pyr=build_pyramid(to_gray(rgb_f), 3))
     np.testing.assert_array_equal(pre.T_frame_tmpl, res.T_frame_tmpl)
     assert (pre.ok, pre.n_pixels, pre.inlier_fraction, pre.info) == (res.ok, res.n_pixels, res.inlier_fraction, res.info)
+    with pytest.raises(ValueError, match="prepared with levels=3, min_level=0"):
+        align_to_template(to_gray(rgb_f), None, None, K, levels=3, min_level=1, template=tmpl)
+    with pytest.raises(ValueError, match="needs tmpl_gray and tmpl_depth"):
+        align_to_template(to_gray(rgb_f), None, None, K)
 
 
 def test_pnp_registration_in_clip_sfm_recovers_poses():
@@ -706,6 +710,13 @@ def test_state_for_the_next_clip_comes_from_committed_frames():
     for (g, T), i in zip(hist, range(5 - len(hist), 5), strict=True):
         np.testing.assert_array_equal(g, gray[i])
         np.testing.assert_array_equal(T, res.T_world_cam[i])
+    # A resumed run restores it from the committed frames only (what the run directory keeps).
+    fresh = VisualSlam(cfg, 0.01)
+    fresh.restore(frames[:5], res.T_world_cam[:5], res.tracked[:5])
+    assert len(fresh._history) == len(hist)
+    for (g0, T0), (g1, T1) in zip(hist, fresh._history, strict=True):
+        np.testing.assert_array_equal(g0, g1)
+        np.testing.assert_array_equal(T0, T1)
     # Without ``commit`` every frame is committed: the newest history frame is the clip's last.
     res = slam.process(frames, cams, mem, 1)
     assert len(slam._history) == min(n_hist, 8)
