@@ -15,7 +15,7 @@ import numpy as np
 from render.video import colorize_depth, write_video
 from spatia_py.conditioning import MemoryRenderer
 from spatia_py.geometry import orbit_path, save_path
-from spatia_py.memory import SpatialMemory
+from spatia_py.rundir import RunDir
 
 
 def main() -> None:
@@ -24,10 +24,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--frames", type=int, default=48)
     args = ap.parse_args()
-    versions = sorted((args.run / "memory").glob("v*.npz"))
-    if not versions:
+    rd = RunDir(args.run)
+    version = rd.latest_memory_version()
+    if version is None:
         raise SystemExit(f"{args.run} has no memory/vNNN.npz; run `spatia run` first (e.g. make demo)")
-    memory = SpatialMemory.load(versions[-1])
+    memory = rd.load_memory(version)
     out = args.out or args.run.parent / f"{args.run.name}-render"
     out.mkdir(parents=True, exist_ok=True)
 

@@ -66,6 +66,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from spatia_py.parallel import reset_after_fork, usable_cpu_count
+
 __all__ = ["RenderOutput", "render_points", "render_points_batch", "check_render_inputs"]
 
 _EMPTY_KEY = np.iinfo(np.int64).max
@@ -632,8 +634,6 @@ class _HelperThread:
     """
 
     def __init__(self) -> None:
-        from spatia_py.parallel import reset_after_fork, usable_cpu_count
-
         self.enabled = usable_cpu_count() > 1
         self.renders_off = 0
         self.renders_helped = 0  # renders in which the helper thread took part (for benchmarks)

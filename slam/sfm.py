@@ -15,6 +15,7 @@ import numpy as np
 
 from slam.bundle import BaProblem, bundle_adjust, reprojection_errors, triangulate_tracks
 from slam.features import Features, match_features
+from spatia_py.parallel import serial_map
 
 __all__ = [
     "pycolmap_camera",
@@ -109,7 +110,7 @@ def verify_pairs(
         }
 
     pairs = list(pairs)
-    results = [verify(p) for p in pairs] if map_fn is None else map_fn(verify, pairs)
+    results = (map_fn or serial_map)(verify, pairs)
     return {pair: r for pair, r in zip(pairs, results, strict=True) if r is not None}
 
 

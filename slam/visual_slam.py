@@ -1093,7 +1093,7 @@ class VisualSlam:
                 cand &= torch.from_numpy(mem_small <= 0)
             raw, edges = refine_depth_edges(
                 raw, cand, resize_area(gray[k], hs, ws),
-                torch.from_numpy(_resize_area(frames[k] / np.float32(255), hs, ws)),
+                resize_area(np.moveaxis(frames[k] / np.float32(255), -1, -3), hs, ws).movedim(-3, -1),
                 resize_area(src_gray, hs, ws), scale_K(K, ws / W), T_src_ref, radius=cfg.mvs_edge_radius, jump=cfg.mvs_edge_jump,
                 n_planes=cfg.mvs_edge_planes, colour_scale=cfg.mvs_edge_colour_scale, top_k=cfg.mvs_top_k,
                 min_texture=cfg.mvs_min_texture,

@@ -139,13 +139,12 @@ def cmd_render(args) -> int:
     if not rd.exists():
         raise CliError(f"{args.run} is not a run directory (no config.yaml); make one with 'spatia run'")
     cfg = load_run_config(rd)
-    versions = sorted(rd.memory_dir.glob("v[0-9][0-9][0-9].npz"))
-    if not versions:
+    version = rd.latest_memory_version() if args.version is None else args.version
+    if version is None:
         raise CliError(f"{args.run} has no memory versions (memory/vNNN.npz); did its first round finish?")
-    done = rd.completed_rounds()  # a version past the last committed round belongs to an interrupted one
-    version = (done[-1] if done else int(versions[-1].stem[1:])) if args.version is None else args.version
-    if not rd.memory_version_path(version).is_file():
-        raise CliError(f"memory version {version} not found; available: {', '.join(p.stem[1:] for p in versions)}")
+    if version not in rd.memory_versions():
+        raise CliError(f"memory version {version} not found; available: "
+                       f"{', '.join(f'{v:03d}' for v in rd.memory_versions())}")
     path = load_path(args.path)
     out = args.out
     if (out / "rgb").exists() or (out / "render.mp4").exists():
@@ -175,9 +174,10 @@ def cmd_render(args) -> int:
     try:
         batch = 4 * workers.n  # frames rendered in parallel between progress updates
         for start in range(0, len(path), batch):
-            frames += workers.map(render_frame, range(start, min(start + batch, len(path))))
+            chunk = workers.map(render_frame, range(start, min(start + batch, len(path))))
+            frames += chunk
             if progress is not None:
-                progress.update(len(frames) - progress.n)
+                progress.update(len(chunk))
     finally:
         workers.close()
         if progress is not None:

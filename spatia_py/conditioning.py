@@ -17,6 +17,7 @@ import numpy as np
 
 from spatia_py.geometry import Camera
 from spatia_py.memory import ORIGIN_OBSERVED, SpatialMemory, pack_voxel_coords, unpack_voxel_keys
+from spatia_py.parallel import serial_map
 from spatia_py.types import ConditioningMaps, ReferenceFrame
 
 if TYPE_CHECKING:
@@ -374,7 +375,7 @@ def render_conditioning(renderer: MemoryRenderer, cameras: list[Camera], *,
         maps = (o["rgb"], o["depth"], o["validity"])
         return o, fill_enclosed_holes(*maps) if fill_holes else maps
 
-    views = map_fn(one_view, cameras) if map_fn is not None else [one_view(c) for c in cameras]
+    views = (map_fn or serial_map)(one_view, cameras)
     outs, filled = [v[0] for v in views], [v[1] for v in views]
     refs: list[ReferenceFrame] = []
     if reference_index is not None and n_reference_frames > 0 and frames_by_index is not None:

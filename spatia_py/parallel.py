@@ -10,7 +10,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
-__all__ = ["usable_cpu_count", "reset_after_fork", "Workers", "torch_threads"]
+__all__ = ["usable_cpu_count", "reset_after_fork", "Workers", "serial_map", "torch_threads"]
 
 
 def usable_cpu_count() -> int:
@@ -61,6 +61,12 @@ def torch_threads(n: int):
         torch.set_num_threads(prev)
 
 
+def serial_map(fn, items) -> list:
+    """``[fn(x) for x in items]``: the serial stand-in for :meth:`Workers.map` where a function takes
+    an optional ``map_fn``."""
+    return [fn(x) for x in items]
+
+
 class Workers:
     """Threads for independent tasks: ``map`` returns results in input order and re-raises a task's
     exception. Serial with one worker or one task; the pool is made on first use (again after a
@@ -91,7 +97,7 @@ class Workers:
 
         items = list(items)
         if self.n <= 1 or len(items) <= 1:
-            return [fn(x) for x in items]
+            return serial_map(fn, items)
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix=self.name)

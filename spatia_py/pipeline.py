@@ -58,9 +58,10 @@ def _sync_render_settings(cfg: RunConfig) -> RunConfig:
 
 def load_run_config(rd: RunDir) -> RunConfig:
     """The resolved config saved in a run directory."""
+    data = rd.read_config_dict()
     try:
-        return config_from_dict(RunConfig, yaml.safe_load(rd.config_path.read_text()), str(rd.config_path))
-    except (ConfigError, yaml.YAMLError, OSError) as e:
+        return config_from_dict(RunConfig, data, str(rd.config_path))
+    except ConfigError as e:
         raise PipelineError(f"the config saved in {rd.config_path} is unreadable: {e}; "
                             f"{rd.recovery_hint(rd.config_path)}") from None
 

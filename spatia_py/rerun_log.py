@@ -532,11 +532,11 @@ class RerunLogger:
 class _FrameStore:
     """Frames of earlier rounds by global index (reference images), read lazily per round."""
 
-    def __init__(self, rd: RunDir, rounds: list[int]):
+    def __init__(self, rd: RunDir, rounds: list[int], metas: list[dict]):
+        """``metas``: the rounds' ``round.json`` contents (:meth:`RunDir.read_round_meta`)."""
         self.rd = rd
         self.ranges = []
-        for i in rounds:
-            meta = rd.read_round_meta(i)
+        for i, meta in zip(rounds, metas, strict=True):
             with rd.reading(rd.round_dir(i) / "round.json"):
                 self.ranges.append((i, int(meta["frame_offset"]), int(meta["frame_offset"]) + int(meta["n_frames"])))
         self._cache: dict[int, np.ndarray] = {}
@@ -590,14 +590,7 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
     out = Path(out_rrd) if out_rrd is not None else rd.root / "run.rrd"
     if out.suffix != ".rrd":
         raise RerunLogError(f"the recording must be an .rrd file, got {out}")
-    config = {}
-    if rd.config_path.is_file():
-        import yaml
-
-        try:
-            config = yaml.safe_load(rd.config_path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise RunDirError(f"{rd.config_path} is unreadable ({e}); {rd.recovery_hint(rd.config_path)}") from None
+    config = rd.read_config_dict() if rd.config_path.is_file() else {}
     fps = 24.0
     if rd.cameras_path.is_file():
         with rd.reading(rd.cameras_path):
@@ -609,12 +602,10 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
     for i, m in zip(rounds, metas, strict=True):
         with rd.reading(rd.round_dir(i) / "round.json"):
             cams += [Camera.from_dict(c, f"{rd.round_dir(i)}/round.json") for c in m["cameras"]]
-    frames = _FrameStore(rd, rounds)
-    estimated: dict[int, np.ndarray] = {}  # global frame index -> SLAM T_world_cam (reference cameras)
-    for i, m in zip(rounds, metas, strict=True):
-        with rd.reading(rd.round_dir(i) / "slam.json"):
-            for k, T in enumerate(rd.read_json(rd.round_dir(i) / "slam.json")["T_world_cam_estimated"]):
-                estimated[m["frame_offset"] + k] = np.asarray(T, dtype=np.float64)
+    frames = _FrameStore(rd, rounds, metas)
+    # Global frame index -> SLAM T_world_cam of the rounds read so far: a round's reference frames
+    # were retrieved before it was generated, so they all come from earlier rounds.
+    estimated: dict[int, np.ndarray] = {}
 
     tmp = out.with_name(f".{out.name}.tmp.rrd")
     tmp.unlink(missing_ok=True)
@@ -639,6 +630,7 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
                             refs.append(ReferenceFrame(img if img is not None else np.zeros((0, 0, 3), np.uint8),
                                                        est, k, float(r["overlap"])))
                     rec.conditioning.reference_frames = refs
+                estimated.update({rec.frame_offset + k: T for k, T in enumerate(rec.slam.T_world_cam)})
                 memory = rd.load_memory(i)
                 # Round 0 starts from an empty memory: everything it holds was added by round 0.
                 before = previous if previous is not None else SpatialMemory(memory.voxel_size) if i == 0 else None

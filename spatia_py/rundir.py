@@ -320,11 +320,33 @@ class RunDir:
         with self.reading(path), np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
+    def read_config_dict(self) -> dict:
+        """The raw mapping of ``config.yaml`` (not validated: ``pipeline.load_run_config`` does)."""
+        import yaml
+
+        with self.reading(self.config_path):
+            try:
+                data = yaml.safe_load(self.config_path.read_text())
+            except yaml.YAMLError as e:
+                raise ValueError(f"not valid YAML: {e}") from None
+        return data or {}
+
     def read_frames(self, i: int) -> np.ndarray:
         """Round ``i``'s frames, ``uint8 (N, H, W, 3)``."""
         path = self.round_dir(i) / "frames.npz"
         with self.reading(path):
-            return self.read_npz(path)["frames"]
+            return self.read_npz(path)["frames"]  # the key may be missing
+
+    def memory_versions(self) -> list[int]:
+        """Round indices of the saved memory versions (``memory/vNNN.npz``), in order."""
+        return sorted(int(p.stem[1:]) for p in self.memory_dir.glob("v*.npz") if p.stem[1:].isdigit())
+
+    def latest_memory_version(self) -> int | None:
+        """The memory version to show by default: the last committed round's (a version past it
+        belongs to an interrupted round), else the newest saved one; ``None`` without any."""
+        done = self.completed_rounds()
+        versions = self.memory_versions()
+        return done[-1] if done else (versions[-1] if versions else None)
 
     def load_memory(self, i: int):
         """The memory after round ``i`` (``memory/vNNN.npz``), as a ``SpatialMemory``; a missing or
@@ -332,12 +354,11 @@ class RunDir:
         from spatia_py.memory import MemoryFormatError, SpatialMemory
 
         path = self.memory_version_path(i)
-        if not path.is_file():
-            raise RunDirError(f"{path} is missing; {self.recovery_hint(path, missing=True)}")
-        try:
-            return SpatialMemory.load(path)
-        except MemoryFormatError as e:
-            raise RunDirError(f"{e}; {self.recovery_hint(path)}") from None
+        with self.reading(path):  # a missing file
+            try:
+                return SpatialMemory.load(path)
+            except MemoryFormatError as e:
+                raise RunDirError(f"{e}; {self.recovery_hint(path)}") from None
 
     def read_round(self, i: int, *, with_frames: bool = True) -> RoundRecord:
         """Load a committed round back (frames, conditioning, SLAM result, ground truth). A missing,
