@@ -96,26 +96,19 @@ class _Timer:
             self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
 
 
-def _upsample_mask(m: np.ndarray, H: int, W: int) -> np.ndarray:
-    """Nearest-neighbour resize of a boolean mask ``(h, w)`` to ``(H, W)``."""
-    h, w = m.shape
-    if (h, w) == (H, W):
-        return m
-    if (2 * h, 2 * w) == (H, W):
-        return np.repeat(np.repeat(m, 2, 0), 2, 1)
-    return (
-        F.interpolate(torch.from_numpy(m.astype(np.float32))[None, None], size=(H, W), mode="nearest")[0, 0].numpy() > 0
-    )
-
-
 def _resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour resize of ``(H, W)`` to ``(h, w)`` (plain striding for exact halves)."""
+    """Nearest-neighbour resize of ``(H, W)`` to ``(h, w)``, keeping the dtype (boolean masks stay
+    masks); exact halves and doublings by striding and repeating (what interpolation would pick)."""
     H, W = a.shape[:2]
+    if (H, W) == (h, w):
+        return a.copy()
     if (H, W) == (2 * h, 2 * w):
         return a[::2, ::2]
-    return F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(a, np.float32))[None, None], size=(h, w), mode="nearest"
-    )[0, 0].numpy()
+    if (2 * H, 2 * W) == (h, w):
+        return np.repeat(np.repeat(a, 2, 0), 2, 1)
+    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(a, np.float32))[None, None], size=(h, w), mode="nearest")
+    out = out[0, 0].numpy()
+    return out > 0 if a.dtype == bool else out.astype(a.dtype, copy=False)
 
 
 def _resize_area(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -1118,7 +1111,7 @@ class VisualSlam:
                 return None
             # Never fill a hole that touches a dynamic region: an actor's mask rarely covers all of
             # it, and a fill across it would fuse the rest of the actor into the static memory.
-            dyn_s = ndimage.binary_dilation(_resize_nearest(dyn[k].astype(np.float32), hs, ws) > 0, iterations=4)
+            dyn_s = ndimage.binary_dilation(_resize_nearest(dyn[k], hs, ws), iterations=4)
             lab, _ = ndimage.label(dk <= 0)
             touched = np.unique(lab[dyn_s & (lab > 0)])
             blocked = dyn_s | np.isin(lab, touched[touched > 0])
@@ -1257,7 +1250,7 @@ class VisualSlam:
                 m |= ~valid & self._warp_residual_mask(small_all, i, depth_i, Ks, T_est, tracked_idx, win)
             if i in transient:
                 m |= transient[i]
-            dyn[i] = _upsample_mask(self._clean_mask(m, ws / W), H, W)
+            dyn[i] = _resize_nearest(self._clean_mask(m, ws / W), H, W)
 
         self._workers.map(frame_mask, tracked_idx)
         info["dynamic_fraction"] = [round(float(dyn[i].mean()), 4) for i in tracked_idx]
