@@ -93,26 +93,25 @@ def cmd_run(args) -> int:
         cfg = load_config(args.config, args.overrides)
     elif args.overrides:
         raise CliError("--resume continues with the run's saved config; overrides are not allowed")
-    logger = None
+    t0 = time.perf_counter()
+    # The loop checks the run directory (an existing run without --resume, a config that differs
+    # from the saved one) before the recording is opened: opening truncates the .rrd.
+    loop = RoundLoop(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if args.rerun is not None or args.rerun_connect is not None:
-        from spatia_py.rerun_log import RerunLogger
+        from spatia_py.rerun_log import RerunLogError, RerunLogger
 
         if args.rerun is not None:
             _check_writable_parent(args.rerun)
-        from spatia_py.rerun_log import RerunLogError
-
         try:
-            logger = RerunLogger(save_path=args.rerun, connect_addr=args.rerun_connect,
-                                 recording_name=args.out.name)
+            loop.logger = RerunLogger(save_path=args.rerun, connect_addr=args.rerun_connect,
+                                      recording_name=args.out.name)
         except RerunLogError as e:
             raise CliError(str(e)) from None
-    t0 = time.perf_counter()
-    loop = RoundLoop(cfg, args.out, resume=args.resume, logger=logger, progress=not args.no_progress)
     try:
         metrics = loop.run()
     finally:
-        if logger is not None:
-            logger.close()
+        if loop.logger is not None:
+            loop.logger.close()
     print(summary_line(metrics, args.out, time.perf_counter() - t0))
     return 0
 

@@ -244,7 +244,13 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
             nxt = {}
         cur[k] = nxt
         cur = nxt
-    cur[keys[-1]] = value
+    last = keys[-1]
+    if len(keys) == 1:
+        # A shorthand for a whole section (``memory=off``) sets its one field and keeps the others.
+        expanded, existing = _expand_shorthand(last, value), _expand_shorthand(last, cur.get(last))
+        if expanded is not value and isinstance(existing, dict):
+            value = {**existing, **expanded}
+    cur[last] = value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

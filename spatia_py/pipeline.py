@@ -202,6 +202,8 @@ class RoundLoop:
         """The memory as the last checkpoint saves it (read-only: the writer and the logger read it)."""
         self._camera_list: list[dict] = []
         """``cameras.json`` entries of every round so far, extended by :meth:`_add_record`."""
+        self._first_round: int | None = None
+        """The first round :meth:`start` left to run (``None`` before it ran)."""
 
     # setup -------------------------------------------------------------------------------------
     def _check_fresh(self) -> None:
@@ -302,6 +304,7 @@ class RoundLoop:
     def run_round(self, r: int, start: int, stop: int) -> RoundRecord:
         """One round: frames ``[start, stop)`` are committed; ``cfg.lookahead_frames`` more (within
         the path) are generated, tracked and fused from, then discarded (see ``RunConfig``)."""
+        self.start()
         cfg = self.cfg
         n = stop - start
         cams = self.path.cameras[start:stop + self._lookahead(start, stop)]
@@ -425,8 +428,13 @@ class RoundLoop:
                 self._pending = None
 
     # whole run ---------------------------------------------------------------------------------
-    def run(self) -> dict:
-        """Run (or resume) all rounds, then write walkthrough, final memory and metrics."""
+    def start(self) -> int:
+        """Set the run up once: create the run directory, restore the committed rounds of an
+        interrupted run (``resume=True``), write ``config.yaml`` and log the setup (and restored
+        rounds) to the logger. Returns the first round still to run. :meth:`run` and the first
+        :meth:`run_round` call it; later calls return the same index."""
+        if self._first_round is not None:
+            return self._first_round
         rd = self.run_dir
         rd.prepare()
         first = self._restore() if rd.exists() else 0
@@ -445,6 +453,12 @@ class RoundLoop:
                 self.logger.log_round(rec, mem, previous, None)
                 previous = mem
 
+        self._first_round = first
+        return first
+
+    def run(self) -> dict:
+        """Run (or resume) all rounds, then write walkthrough, final memory and metrics."""
+        first = self.start()
         todo = self.segments[first:]
         bar = None
         if self.progress and todo:

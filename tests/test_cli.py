@@ -91,6 +91,18 @@ def test_unwritable_output_directory(tmp_path, capsys):
     assert blocker.read_text() == "not a folder"
 
 
+def test_refused_run_keeps_the_existing_recording(tmp_path, capsys):
+    # Rerun truncates a recording when it opens it: a run refused up front must not get that far.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: earlier\n")
+    rrd = run / "run.rrd"
+    rrd.write_bytes(b"an earlier recording")
+    code, _, err = run_cli(capsys, "run", "--config", DEMO, "--out", run, "--rerun", rrd)
+    assert code == 2 and "already holds a run" in err
+    assert rrd.read_bytes() == b"an earlier recording"
+
+
 def test_render_errors(tmp_path, capsys):
     code, _, err = run_cli(capsys, "render", tmp_path / "no-run", "--path", tmp_path / "p.json",
                            "--out", tmp_path / "r")

@@ -26,6 +26,14 @@ def test_overrides_and_shorthands():
     assert off.memory.enabled is False
 
 
+def test_shorthand_override_keeps_the_sections_other_fields():
+    # bench-long.yaml sets memory.voxel_size 0.02 (default 0.01); demo.yaml sets no slam.workers.
+    cfg = load_config(ROOT / "configs" / "bench-long.yaml", ["memory=off"])
+    assert (cfg.memory.enabled, cfg.memory.voxel_size) == (False, 0.02)
+    cfg = load_config(DEMO, ["slam.workers=1", "slam=oracle"])
+    assert (cfg.slam.mode, cfg.slam.workers) == ("oracle", 1)
+
+
 def test_memory_off_shorthand_in_yaml(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("memory: off\nslam: oracle\n")

@@ -131,6 +131,21 @@ def test_existing_run_is_not_overwritten(tmp_path):
     assert (out / "metrics.json").read_bytes() == before
 
 
+def test_driving_round_by_round(tmp_path):
+    # The README's scripted use on a fresh directory: the first run_round sets the run up (folders,
+    # config.yaml), so a scripted run can be resumed like one started by run().
+    out = tmp_path / "run"
+    loop = RoundLoop(tiny_config("slam=oracle"), out, progress=False)
+    assert len(loop.segments) == 2
+    loop.run_round(0, *loop.segments[0])
+    loop.close()
+    resumed = RoundLoop(None, out, resume=True, progress=False)
+    assert resumed.start() == 1 and resumed.start() == 1
+    resumed.run_round(1, *resumed.segments[1])
+    resumed.finish()
+    check_run_dir(out, 2)
+
+
 def test_resume_after_interruption_mid_round(tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = tiny_config("slam=oracle", "path.n_frames=24")  # 3 rounds
