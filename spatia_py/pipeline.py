@@ -204,6 +204,7 @@ class RoundLoop:
         """``cameras.json`` entries of every round so far, extended by :meth:`_add_record`."""
         self._first_round: int | None = None
         """The first round :meth:`start` left to run (``None`` before it ran)."""
+        self._setup_failed = False
 
     # setup -------------------------------------------------------------------------------------
     def _check_fresh(self) -> None:
@@ -303,8 +304,12 @@ class RoundLoop:
     # one round ---------------------------------------------------------------------------------
     def run_round(self, r: int, start: int, stop: int) -> RoundRecord:
         """One round: frames ``[start, stop)`` are committed; ``cfg.lookahead_frames`` more (within
-        the path) are generated, tracked and fused from, then discarded (see ``RunConfig``)."""
+        the path) are generated, tracked and fused from, then discarded (see ``RunConfig``). Rounds
+        run in order: ``r`` must be the next one (``len(self.records)`` after :meth:`start`)."""
         self.start()
+        if r != len(self.records):
+            raise PipelineError(f"round {r} cannot run next: {len(self.records)} round(s) of this run are done, "
+                                f"so the next one is round {len(self.records)}")
         cfg = self.cfg
         n = stop - start
         cams = self.path.cameras[start:stop + self._lookahead(start, stop)]
@@ -431,10 +436,16 @@ class RoundLoop:
     def start(self) -> int:
         """Set the run up once: create the run directory, restore the committed rounds of an
         interrupted run (``resume=True``), write ``config.yaml`` and log the setup (and restored
-        rounds) to the logger. Returns the first round still to run. :meth:`run` and the first
-        :meth:`run_round` call it; later calls return the same index."""
+        rounds) to the logger (so set ``logger`` before). Returns the first round still to run.
+        :meth:`run`, :meth:`finish` and the first :meth:`run_round` call it; later calls return the
+        same index. After a failed setup (a damaged run directory) the loop refuses further calls:
+        make a new one once the cause is fixed."""
         if self._first_round is not None:
             return self._first_round
+        if self._setup_failed:
+            raise PipelineError(f"the setup of the run in {self.run_dir.root} failed earlier (see that error); "
+                                "make a new RoundLoop once it is fixed")
+        self._setup_failed = True  # until the end: a half-restored loop must not restore again
         rd = self.run_dir
         rd.prepare()
         first = self._restore() if rd.exists() else 0
@@ -454,11 +465,13 @@ class RoundLoop:
                 previous = mem
 
         self._first_round = first
+        self._setup_failed = False
         return first
 
     def run(self) -> dict:
         """Run (or resume) all rounds, then write walkthrough, final memory and metrics."""
-        first = self.start()
+        self.start()
+        first = len(self.records)  # rounds run by hand before run() count too
         todo = self.segments[first:]
         bar = None
         if self.progress and todo:
@@ -509,6 +522,7 @@ class RoundLoop:
         (:meth:`close` runs first)."""
         from render.video import write_video
 
+        self.start()  # a loop made with resume=True and finished at once restores the rounds first
         self.close()
         rd = self.run_dir
         frames = np.concatenate([r.frames for r in self.records])

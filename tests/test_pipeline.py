@@ -140,10 +140,19 @@ def test_driving_round_by_round(tmp_path):
     loop.run_round(0, *loop.segments[0])
     loop.close()
     resumed = RoundLoop(None, out, resume=True, progress=False)
-    assert resumed.start() == 1 and resumed.start() == 1
+    assert resumed.start() == 1 and resumed.start() == 1 and len(resumed.records) == 1
+    with pytest.raises(PipelineError, match="round 0 cannot run next"):
+        resumed.run_round(0, *resumed.segments[0])
     resumed.run_round(1, *resumed.segments[1])
     resumed.finish()
     check_run_dir(out, 2)
+    # A setup that fails half-way (round 0 restored, round 1 damaged) is not retried on the same loop.
+    (out / "rounds" / "r001" / "round.json").write_text("{")
+    broken = RoundLoop(None, out, resume=True, progress=False)
+    with pytest.raises(RunDirError, match="round.json"):
+        broken.start()
+    with pytest.raises(PipelineError, match="failed earlier"):
+        broken.run_round(1, *broken.segments[1])
 
 
 def test_resume_after_interruption_mid_round(tmp_path, monkeypatch):
