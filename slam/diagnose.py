@@ -149,7 +149,7 @@ def depth_report(run: str | Path, *, band_px: int = 8, gross: float = 0.05) -> d
         keyframes = [k for k in rec.slam.keyframes if rec.slam.tracked[k]]
         n_cov = n_bad = n_bad_band = n_band = 0
         for k in keyframes:
-            d, sd = rec.slam.depth[k], gt.static_depth[k]
+            d, sd = rec.slam.depth[k], gt.static_or_depth[k]
             cov = (sd > 0) & ~gt.dynamic_masks[k] & (d > 0)
             if not cov.any():
                 continue

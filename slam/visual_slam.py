@@ -639,11 +639,12 @@ class VisualSlam:
                 good = (sw.cost <= 0.5 * cfg.mvs_max_cost) & (sw.texture >= cfg.mvs_min_texture)
                 d = torch.where(good, sw.depth, torch.zeros_like(sw.depth))
                 depth = resize_depth(d, H, W).numpy()
+                tkw = dict(levels=cfg.track_levels, max_pixels=cfg.track_max_pixels, min_pixels=50, smooth_window=3)
+                template = prepare_template(gray[ref], depth, K, **tkw)  # one per pass, shared by the neighbours
                 aligned = []
                 for j in todo:
                     res = align_to_template(
-                        gray[j], gray[ref], depth, K, invert_pose(T_est[j]) @ T_est[ref],
-                        levels=cfg.track_levels, max_pixels=cfg.track_max_pixels, min_pixels=50, smooth_window=3,
+                        gray[j], None, None, K, invert_pose(T_est[j]) @ T_est[ref], template=template, **tkw,
                         min_inlier_fraction=cfg.track_min_inlier_fraction,
                         prior_T_frame_tmpl=invert_pose(T_cmd[j]) @ T_cmd[ref],
                         prior_sigma_deg=cfg.track_prior_sigma_deg, prior_sigma_m=cfg.track_prior_sigma_m,

@@ -445,27 +445,30 @@ class RoundLoop:
         if self._setup_failed:
             raise PipelineError(f"the setup of the run in {self.run_dir.root} failed earlier (see that error); "
                                 "make a new RoundLoop once it is fixed")
-        self._setup_failed = True  # until the end: a half-restored loop must not restore again
-        rd = self.run_dir
-        rd.prepare()
-        first = self._restore() if rd.exists() else 0
-        if not rd.exists():
-            atomic_write_text(rd.config_path, yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
-        if self.cfg.slam.mode == "oracle":
-            log.warning("slam: oracle — poses, depth and masks are read from the generator's ground truth "
-                        "(an upper bound, not a measurement)")
-        if self.cfg.generator.backend == "procedural":
-            log.info("generator: procedural stand-in world model (ray-cast scene, no weights)")
-        if self.logger is not None:
-            self.logger.log_setup(self.path, config_to_dict(self.cfg))
-            previous = None
-            for rec in self.records:  # restored rounds, each with its own memory version (the last is loaded)
-                mem = self.memory if rec is self.records[-1] else rd.load_memory(rec.round_index)
-                self.logger.log_round(rec, mem, previous, None)
-                previous = mem
-
+        try:
+            rd = self.run_dir
+            rd.prepare()
+            if rd.exists():
+                first = self._restore()
+            else:
+                first = 0
+                atomic_write_text(rd.config_path, yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+            if self.cfg.slam.mode == "oracle":
+                log.warning("slam: oracle — poses, depth and masks are read from the generator's ground truth "
+                            "(an upper bound, not a measurement)")
+            if self.cfg.generator.backend == "procedural":
+                log.info("generator: procedural stand-in world model (ray-cast scene, no weights)")
+            if self.logger is not None:
+                self.logger.log_setup(self.path, config_to_dict(self.cfg))
+                previous = None
+                for rec in self.records:  # restored rounds, each with its own memory version (the last is loaded)
+                    mem = self.memory if rec is self.records[-1] else rd.load_memory(rec.round_index)
+                    self.logger.log_round(rec, mem, previous, None)
+                    previous = mem
+        except BaseException:
+            self._setup_failed = True  # a half-restored loop must not restore again
+            raise
         self._first_round = first
-        self._setup_failed = False
         return first
 
     def run(self) -> dict:

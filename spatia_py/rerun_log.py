@@ -532,13 +532,10 @@ class RerunLogger:
 class _FrameStore:
     """Frames of earlier rounds by global index (reference images), read lazily per round."""
 
-    def __init__(self, rd: RunDir, rounds: list[int], metas: list[dict]):
-        """``metas``: the rounds' ``round.json`` contents (:meth:`RunDir.read_round_meta`)."""
+    def __init__(self, rd: RunDir, ranges: list[tuple[int, int, int]]):
+        """``ranges``: ``(round, first global frame, end)`` per round."""
         self.rd = rd
-        self.ranges = []
-        for i, meta in zip(rounds, metas, strict=True):
-            with rd.reading(rd.round_dir(i) / "round.json"):
-                self.ranges.append((i, int(meta["frame_offset"]), int(meta["frame_offset"]) + int(meta["n_frames"])))
+        self.ranges = ranges
         self._cache: dict[int, np.ndarray] = {}
 
     def frame(self, index: int) -> np.ndarray | None:
@@ -598,11 +595,12 @@ def record_run_dir(run_dir: str | Path, out_rrd: str | Path | None = None, *, pr
     metas = [rd.read_round_meta(i) for i in rounds]
     from spatia_py.geometry import Camera
 
-    cams = []
+    cams, ranges = [], []
     for i, m in zip(rounds, metas, strict=True):
         with rd.reading(rd.round_dir(i) / "round.json"):
             cams += [Camera.from_dict(c, f"{rd.round_dir(i)}/round.json") for c in m["cameras"]]
-    frames = _FrameStore(rd, rounds, metas)
+            ranges.append((i, int(m["frame_offset"]), int(m["frame_offset"]) + int(m["n_frames"])))
+    frames = _FrameStore(rd, ranges)
     # Global frame index -> SLAM T_world_cam of the rounds read so far: a round's reference frames
     # were retrieved before it was generated, so they all come from earlier rounds.
     estimated: dict[int, np.ndarray] = {}
